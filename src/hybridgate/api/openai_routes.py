@@ -1,0 +1,65 @@
+"""OpenAI-compatible endpoints: chat completions and embeddings."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import uuid
+from array import array
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hybridgate.api.http import JSONResponse, read_json
+from hybridgate.api.streaming import sse_response
+from hybridgate.execution.executor import Attempt
+from hybridgate.gateway import Gateway
+from hybridgate.wire import openai as wire
+
+
+def route_headers(deployment: str, attempts: list[Attempt], upstream_model: str = "") -> dict[str, str]:
+    headers = {"x-hybridgate-deployment": deployment, "x-hybridgate-attempts": str(len(attempts))}
+    if upstream_model:
+        headers["x-hybridgate-upstream-model"] = upstream_model
+    return headers
+
+
+class OpenAIRoutes:
+    def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
+        self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
+
+    async def chat_completions(self, request: Request) -> Response:
+        body = await read_json(request, self.max_body_bytes)
+        req = wire.parse_chat_request(body)
+        if req.stream:
+            _, stream = await self.gateway.open_stream(req)
+            encoder = wire.ChunkEncoder(_completion_id(), req.model, include_usage=req.include_usage)
+            return sse_response(stream, encoder, route_headers(stream.deployment, stream.attempts))
+        _, answer = await self.gateway.complete(req)
+        completion = answer.result
+        headers = route_headers(answer.deployment, answer.attempts, completion.model)
+        return JSONResponse(wire.render_completion(completion, req.model), headers=headers)
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await read_json(request, self.max_body_bytes)
+        req, encoding = wire.parse_embedding_request(body)
+        _, answer = await self.gateway.embed(req)
+        payload: dict[str, Any] = wire.render_embeddings(answer.result, req.model)
+        if encoding == "base64":
+            for item in payload["data"]:
+                item["embedding"] = _base64_floats(item["embedding"])
+        return JSONResponse(payload, headers=route_headers(answer.deployment, answer.attempts))
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32."""
+    packed = array("f", vector)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode()
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"

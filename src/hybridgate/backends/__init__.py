@@ -1,0 +1,5 @@
+"""Backends: one protocol (:class:`~hybridgate.backends.base.Backend`), one module per adapter."""
+
+from hybridgate.backends.base import Backend, Capabilities, ProbeResult
+
+__all__ = ["Backend", "Capabilities", "ProbeResult"]

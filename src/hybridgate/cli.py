@@ -1,0 +1,207 @@
+"""The ``hybridgate`` command line: serve, check, config schema, models prepare, sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from hybridgate import __version__
+from hybridgate.config.loader import LoadedConfig, load_config
+from hybridgate.config.schema import GatewayConfig
+from hybridgate.errors import ConfigError
+
+app = typer.Typer(
+    name="hybridgate",
+    help="A hybrid local/cloud inference gateway for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
+models_app = typer.Typer(help="Local model files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
+
+ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="Path to the YAML configuration.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hybridgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """hybridgate: route every agent request to local or cloud inference by budget, data and cost."""
+
+
+def _load_or_exit(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {path}: invalid configuration")
+        for where, message in exc.problems:
+            err_console.print(f"  [red]✗[/] {where}: {message}" if where else f"  [red]✗[/] {message}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def check(config: Annotated[Path, typer.Argument(help="Configuration file to validate.")]) -> None:
+    """Validate and lint a configuration; exit 0 when valid (warnings allowed), 2 when not."""
+    loaded = _load_or_exit(config)
+    for where, message in loaded.warnings:
+        out_console.print(f"  [yellow]![/] {where}: {message}")
+    cfg = loaded.config
+    out_console.print(
+        f"[green]✓[/] {config}: valid ({len(cfg.deployments)} deployments, {len(cfg.models)} models, "
+        f"{len(loaded.warnings)} warnings)"
+    )
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file (for editor completion)."""
+    schema = GatewayConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hybridgate configuration"
+    typer.echo(json.dumps(schema, indent=2))
+
+
+@models_app.command("prepare")
+def models_prepare(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the models.")] = Path("models"),
+) -> None:
+    """Generate the embedded default models (tiny random-weight chat model, MiniLM embeddings)."""
+    from hybridgate.localmodel import prepare_default_models
+
+    for name, path in prepare_default_models(directory).items():
+        out_console.print(f"[green]✓[/] {name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@models_app.command("large")
+def models_large(
+    path: Annotated[Path, typer.Option("--out", help="Output GGUF path.")] = Path("models/large-q4km.gguf"),
+) -> None:
+    """Generate the 1.1B-parameter-shape Q4_K_M stand-in (random weights, realistic latency)."""
+    from hybridgate.localmodel.large import write_large_model
+
+    if path.exists():
+        out_console.print(f"[green]✓[/] {path} exists")
+        return
+    written = write_large_model(path)
+    out_console.print(f"[green]✓[/] {written} ({written.stat().st_size / 1e6:.0f} MB)")
+
+
+def _banner(host: str, port: int, loaded: LoadedConfig) -> str:
+    base = f"http://{host}:{port}"
+    chat_models = [
+        n for n, m in loaded.config.models.items() if any(loaded.is_configured(d) for d in m.deployments)
+    ]
+    model = chat_models[0] if chat_models else next(iter(loaded.config.models))
+    key = "sk-anything" if not loaded.config.server.auth.api_keys else "$HYBRIDGATE_API_KEY"
+    return f"""
+hybridgate {__version__} listening on {base}  (config: {loaded.source})
+models: {", ".join(loaded.config.models)}
+
+Try it:
+
+  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'authorization: Bearer {key}' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'
+
+  python - <<'EOF'
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="{key}")
+  reply = client.chat.completions.create(model="{model}", max_tokens=32,
+                                         messages=[{{"role": "user", "content": "Hello!"}}])
+  print(reply.choices[0].message.content, reply.usage)
+  EOF
+"""
+
+
+@app.command()
+def serve(
+    config: ConfigPath,
+    host: Annotated[str | None, typer.Option(help="Listen address (overrides server.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (overrides server.port; 0 = any free).")
+    ] = None,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write {'port': N, 'pid': P} here once serving (for supervisors).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="Do not print the usage banner.")] = False,
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from hybridgate.api.app import create_app
+    from hybridgate.gateway import Gateway
+
+    loaded = _load_or_exit(config)
+    server_cfg = loaded.config.server
+    logging.basicConfig(
+        level=server_cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    listen_host = host or server_cfg.host
+    listen_port = server_cfg.port if port is None else port
+    sock = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen_host, listen_port))
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] cannot listen on {listen_host}:{listen_port}: {exc.strerror}")
+        raise typer.Exit(code=1) from None
+    bound_port = sock.getsockname()[1]
+
+    def on_ready() -> None:
+        typer.echo(f"hybridgate: listening on http://{listen_host}:{bound_port}", err=True)
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps({"port": bound_port, "pid": os.getpid()}))
+            tmp.replace(ready_file)
+        if not quiet:
+            typer.echo(_banner(listen_host, bound_port, loaded))
+
+    try:
+        gateway = Gateway(loaded)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}")
+        raise typer.Exit(code=2) from None
+    asgi = create_app(gateway, on_ready=on_ready)
+    uv_config = uvicorn.Config(
+        asgi,
+        loop="uvloop",
+        http="httptools",
+        log_level=server_cfg.log_level,
+        access_log=server_cfg.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(uv_config).run(sockets=[sock])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The configuration schema: one YAML file, validated by these pydantic models.
+
+Every model forbids unknown keys, so a typo is an error that names its YAML path rather than a
+setting silently ignored. ``hybridgate config schema`` exports the JSON Schema of
+:class:`GatewayConfig` for editors. The reference for every option is docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from hybridgate.types import Placement
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutsConfig(_Strict):
+    """Per-attempt deadlines (seconds)."""
+
+    connect: float = Field(5.0, gt=0, description="TCP/TLS connect deadline.")
+    first_token: float = Field(30.0, gt=0, description="Deadline for the first byte of the answer.")
+    idle: float = Field(30.0, gt=0, description="Longest silence allowed between streamed chunks.")
+    total: float = Field(300.0, gt=0, description="Deadline for the whole attempt, streaming included.")
+
+
+class AuthConfig(_Strict):
+    """Client authentication. With no keys, auth is off (local development only: logged loudly)."""
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Accepted client keys (Authorization: Bearer KEY, or x-api-key). Empty = auth off.",
+    )
+
+
+class ServerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port (0 picks a free port).")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest accepted request body; larger bodies get 413."
+    )
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    access_log: bool = Field(False, description="Log one line per HTTP request (uvicorn access log).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class _DeploymentBase(_Strict):
+    placement: Placement | None = Field(
+        None, description="Where inference runs. Default: local for llamacpp, cloud otherwise."
+    )
+    region: str = Field("local", description="Region the data goes to (e.g. 'local', 'eu', 'us').")
+    context_window: int = Field(4096, gt=0, description="Prompt plus output tokens the model accepts.")
+    max_output_tokens: int | None = Field(None, gt=0, description="Cap on generated tokens per request.")
+    tools: bool = Field(True, description="Supports tool/function calling.")
+    vision: bool = Field(False, description="Accepts image inputs.")
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    required: bool = Field(
+        False,
+        description="If true, an unset ${ENV} in this deployment is a config error; "
+        "otherwise the deployment is reported as unconfigured and skipped.",
+    )
+
+
+class OpenAIDeployment(_DeploymentBase):
+    """Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp server, Ollama /v1, LM Studio, Groq..."""
+
+    type: Literal["openai"]
+    base_url: str = Field("https://api.openai.com/v1", description="Base URL including /v1.")
+    api_key: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer'. Use ${ENV}.")
+    model: str = Field(..., min_length=1, description="Model name sent upstream.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    max_connections: int = Field(100, gt=0, description="Connection pool size (keep-alive).")
+    embeddings: bool = Field(False, description="Serves /v1/embeddings.")
+    chat: bool = Field(True, description="Serves chat completions.")
+    assistant_prefill: bool = Field(
+        False, description="Continues a trailing assistant message (used for mid-stream failover)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class AnthropicDeployment(_DeploymentBase):
+    """The native Anthropic Messages API (or a server speaking it)."""
+
+    type: Literal["anthropic"]
+    base_url: str = Field("https://api.anthropic.com", description="Base URL without /v1.")
+    api_key: SecretStr | None = Field(None, description="Sent as 'x-api-key'. Use ${ENV}.")
+    model: str = Field(..., min_length=1, description="Model name sent upstream.")
+    anthropic_version: str = Field("2023-06-01", description="anthropic-version header.")
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(100, gt=0)
+    default_max_tokens: int = Field(
+        4096, gt=0, description="max_tokens sent when the client gave none (Anthropic requires it)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class LlamaCppDeployment(_DeploymentBase):
+    """llama.cpp through llama-cpp-python, in a supervised worker process."""
+
+    type: Literal["llamacpp"]
+    model_path: str = Field(..., min_length=1, description="Path to a GGUF file (relative to the config).")
+    n_ctx: int | None = Field(None, gt=0, description="Context size; default: context_window.")
+    n_threads: int | None = Field(None, gt=0, description="CPU threads; default: llama.cpp's choice.")
+    n_batch: int = Field(512, gt=0)
+    seed: int = Field(0, description="Sampling seed (fixed for reproducible tests).")
+    chat_format: str | None = Field(None, description="llama-cpp-python chat format; default: from GGUF.")
+    embeddings: bool = Field(False, description="Load as an embedding model (serves /v1/embeddings).")
+    max_queue: int = Field(16, ge=0, description="Requests waiting beyond the one running; then 429.")
+    load_timeout: float = Field(120.0, gt=0, description="Seconds allowed for loading the model.")
+    restart_backoff: float = Field(0.5, ge=0, description="First delay before restarting a dead worker.")
+
+
+class SandboxDeployment(_DeploymentBase):
+    """SANDBOX: a stand-in cloud on loopback with synthetic latency and faults (no real model)."""
+
+    type: Literal["sandbox"]
+    profile: str = Field("cloud-typical", description="Built-in profile name or path to a profile YAML.")
+    model: str = Field("sandbox-model", description="Model name the sandbox reports.")
+    seed: int = Field(0, description="Random seed of the sandbox's latency and text.")
+    wire: Literal["openai", "anthropic"] = Field("openai", description="Protocol spoken to the sandbox.")
+    assistant_prefill: bool = True
+
+
+AnyDeployment = OpenAIDeployment | AnthropicDeployment | LlamaCppDeployment | SandboxDeployment
+Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
+
+
+class ModelConfig(_Strict):
+    """A logical model clients ask for, served by one or more deployments (tried in order)."""
+
+    deployments: list[Name] = Field(..., min_length=1, description="Deployment names, in preference order.")
+    description: str = ""
+    aliases: list[Name] = Field(default_factory=list, description="Other names clients may use.")
+
+
+class GatewayConfig(_Strict):
+    """Root of the configuration file."""
+
+    version: Literal[1] = Field(1, description="Config format version.")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    deployments: dict[Name, Deployment] = Field(..., min_length=1)
+    models: dict[Name, ModelConfig] = Field(..., min_length=1)
+
+
+def effective_placement(dep: AnyDeployment) -> Placement:
+    """The deployment's placement, defaulting by type."""
+    if dep.placement is not None:
+        return dep.placement
+    return "local" if dep.type == "llamacpp" else "cloud"
