@@ -84,6 +84,14 @@ def config_schema() -> None:
     typer.echo(json.dumps(schema, indent=2))
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the Markdown reference of every option (embedded in docs/configuration.md)."""
+    from hybridgate.config.reference import render_reference
+
+    typer.echo(render_reference())
+
+
 @models_app.command("prepare")
 def models_prepare(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the models.")] = Path("models"),

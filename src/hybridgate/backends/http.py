@@ -38,6 +38,7 @@ _CONTEXT_MARKERS = (
     "maximum context length",
     "context length",
     "context window",
+    "context limit",
     "prompt is too long",
     "too many tokens",
     "exceeds the context",

@@ -44,9 +44,9 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest accepted request body; larger bodies get 413."
     )
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Client authentication.")
     access_log: bool = Field(False, description="Log one line per HTTP request (uvicorn access log).")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
 
 
 class _DeploymentBase(_Strict):
@@ -58,7 +58,7 @@ class _DeploymentBase(_Strict):
     max_output_tokens: int | None = Field(None, gt=0, description="Cap on generated tokens per request.")
     tools: bool = Field(True, description="Supports tool/function calling.")
     vision: bool = Field(False, description="Accepts image inputs.")
-    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Per-attempt deadlines.")
     required: bool = Field(
         False,
         description="If true, an unset ${ENV} in this deployment is a config error; "
@@ -69,7 +69,7 @@ class _DeploymentBase(_Strict):
 class OpenAIDeployment(_DeploymentBase):
     """Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp server, Ollama /v1, LM Studio, Groq..."""
 
-    type: Literal["openai"]
+    type: Literal["openai"] = Field(description="Backend type.")
     base_url: str = Field("https://api.openai.com/v1", description="Base URL including /v1.")
     api_key: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer'. Use ${ENV}.")
     model: str = Field(..., min_length=1, description="Model name sent upstream.")
@@ -92,13 +92,13 @@ class OpenAIDeployment(_DeploymentBase):
 class AnthropicDeployment(_DeploymentBase):
     """The native Anthropic Messages API (or a server speaking it)."""
 
-    type: Literal["anthropic"]
+    type: Literal["anthropic"] = Field(description="Backend type.")
     base_url: str = Field("https://api.anthropic.com", description="Base URL without /v1.")
     api_key: SecretStr | None = Field(None, description="Sent as 'x-api-key'. Use ${ENV}.")
     model: str = Field(..., min_length=1, description="Model name sent upstream.")
     anthropic_version: str = Field("2023-06-01", description="anthropic-version header.")
-    headers: dict[str, str] = Field(default_factory=dict)
-    max_connections: int = Field(100, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    max_connections: int = Field(100, gt=0, description="Connection pool size (keep-alive).")
     default_max_tokens: int = Field(
         4096, gt=0, description="max_tokens sent when the client gave none (Anthropic requires it)."
     )
@@ -114,11 +114,11 @@ class AnthropicDeployment(_DeploymentBase):
 class LlamaCppDeployment(_DeploymentBase):
     """llama.cpp through llama-cpp-python, in a supervised worker process."""
 
-    type: Literal["llamacpp"]
+    type: Literal["llamacpp"] = Field(description="Backend type.")
     model_path: str = Field(..., min_length=1, description="Path to a GGUF file (relative to the config).")
     n_ctx: int | None = Field(None, gt=0, description="Context size; default: context_window.")
     n_threads: int | None = Field(None, gt=0, description="CPU threads; default: llama.cpp's choice.")
-    n_batch: int = Field(512, gt=0)
+    n_batch: int = Field(512, gt=0, description="Prompt-processing batch size (llama.cpp n_batch).")
     seed: int = Field(0, description="Sampling seed (fixed for reproducible tests).")
     chat_format: str | None = Field(None, description="llama-cpp-python chat format; default: from GGUF.")
     embeddings: bool = Field(False, description="Load as an embedding model (serves /v1/embeddings).")
@@ -130,12 +130,12 @@ class LlamaCppDeployment(_DeploymentBase):
 class SandboxDeployment(_DeploymentBase):
     """SANDBOX: a stand-in cloud on loopback with synthetic latency and faults (no real model)."""
 
-    type: Literal["sandbox"]
+    type: Literal["sandbox"] = Field(description="Backend type.")
     profile: str = Field("cloud-typical", description="Built-in profile name or path to a profile YAML.")
     model: str = Field("sandbox-model", description="Model name the sandbox reports.")
     seed: int = Field(0, description="Random seed of the sandbox's latency and text.")
     wire: Literal["openai", "anthropic"] = Field("openai", description="Protocol spoken to the sandbox.")
-    assistant_prefill: bool = True
+    assistant_prefill: bool = Field(True, description="Continues a trailing assistant message.")
 
 
 AnyDeployment = OpenAIDeployment | AnthropicDeployment | LlamaCppDeployment | SandboxDeployment
@@ -146,7 +146,7 @@ class ModelConfig(_Strict):
     """A logical model clients ask for, served by one or more deployments (tried in order)."""
 
     deployments: list[Name] = Field(..., min_length=1, description="Deployment names, in preference order.")
-    description: str = ""
+    description: str = Field("", description="Shown in GET /v1/models.")
     aliases: list[Name] = Field(default_factory=list, description="Other names clients may use.")
 
 
@@ -154,9 +154,13 @@ class GatewayConfig(_Strict):
     """Root of the configuration file."""
 
     version: Literal[1] = Field(1, description="Config format version.")
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    deployments: dict[Name, Deployment] = Field(..., min_length=1)
-    models: dict[Name, ModelConfig] = Field(..., min_length=1)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
+    deployments: dict[Name, Deployment] = Field(
+        ..., min_length=1, description="Concrete models on concrete runtimes/providers, by name."
+    )
+    models: dict[Name, ModelConfig] = Field(
+        ..., min_length=1, description="Logical models clients ask for, by name."
+    )
 
 
 def effective_placement(dep: AnyDeployment) -> Placement:

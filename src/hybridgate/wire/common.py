@@ -18,6 +18,8 @@ def validation_message(exc: ValidationError, body: Any = None) -> tuple[str, str
         path = (
             real_path(body, tuple(e["loc"]), e["type"] == "missing") if body is not None else list(e["loc"])
         )
+        if e["type"] == "union_tag_invalid":  # name the discriminator field itself
+            path.append(str(e.get("ctx", {}).get("discriminator", "")).strip("'"))
         param = format_path(path) or None
         msg = e["msg"]
         if e["type"] == "missing":

@@ -405,7 +405,9 @@ def _content_out(parts: tuple[ContentPart, ...]) -> str | list[dict[str, Any]]:
 def _message_out(m: Message) -> dict[str, Any]:
     d: dict[str, Any] = {"role": m.role}
     if m.role == "assistant":
-        d["content"] = _content_out(m.content) if m.content else None
+        # "" rather than null when there is no text: the API accepts both, and several
+        # OpenAI-compatible servers (llama-cpp-python's among them) reject null.
+        d["content"] = _content_out(m.content) if m.content else ("" if m.tool_calls else None)
         if m.tool_calls:
             d["tool_calls"] = [
                 {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
