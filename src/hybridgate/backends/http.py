@@ -43,7 +43,7 @@ _CONTEXT_MARKERS = (
     "too many tokens",
     "exceeds the context",
 )
-_POLICY_MARKERS = ("content_policy", "content_filter", "content policy", "safety system")
+_POLICY_MARKERS = ("content_policy", "content_filter", "content policy", "content filtering", "safety system")
 
 
 def make_session(max_connections: int, timeouts: Timeouts) -> aiohttp.ClientSession:

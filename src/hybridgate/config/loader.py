@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hybridgate.config.schema import GatewayConfig, LlamaCppDeployment
+from hybridgate.config.schema import GatewayConfig, LlamaCppDeployment, SandboxDeployment
 from hybridgate.errors import ConfigError
 from hybridgate.validation import format_path, real_path
 
@@ -164,12 +164,19 @@ def load_config_text(
     return LoadedConfig(config=config, source=source, unconfigured=unconfigured, warnings=tuple(warnings))
 
 
+def _is_relative_file(profile: str) -> bool:
+    """A sandbox profile given as a relative YAML path (not a built-in profile name)."""
+    return profile.endswith((".yaml", ".yml")) and not Path(profile).is_absolute()
+
+
 def _resolve_paths(config: GatewayConfig, source: Path | None) -> GatewayConfig:
     base = source.parent if source is not None else Path.cwd()
     updated = {}
     for name, dep in config.deployments.items():
         if isinstance(dep, LlamaCppDeployment) and not Path(dep.model_path).is_absolute():
             updated[name] = dep.model_copy(update={"model_path": str((base / dep.model_path).resolve())})
+        elif isinstance(dep, SandboxDeployment) and _is_relative_file(dep.profile):
+            updated[name] = dep.model_copy(update={"profile": str((base / dep.profile).resolve())})
     if not updated:
         return config
     return config.model_copy(update={"deployments": {**config.deployments, **updated}})
