@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hybridgate.config.schema import GatewayConfig, LlamaCppDeployment, SandboxDeployment
+from hybridgate.config.schema import AnyDeployment, GatewayConfig, LlamaCppDeployment, SandboxDeployment
 from hybridgate.errors import ConfigError
 from hybridgate.validation import format_path, real_path
 
@@ -171,7 +171,7 @@ def _is_relative_file(profile: str) -> bool:
 
 def _resolve_paths(config: GatewayConfig, source: Path | None) -> GatewayConfig:
     base = source.parent if source is not None else Path.cwd()
-    updated = {}
+    updated: dict[str, AnyDeployment] = {}
     for name, dep in config.deployments.items():
         if isinstance(dep, LlamaCppDeployment) and not Path(dep.model_path).is_absolute():
             updated[name] = dep.model_copy(update={"model_path": str((base / dep.model_path).resolve())})
