@@ -14,6 +14,7 @@ renders any of them in the client's own wire format (OpenAI or Anthropic) with `
     │   ├── AuthenticationFailed         401
     │   ├── PermissionDenied             403
     │   ├── NotFound                     404: unknown model or route
+    │   ├── MethodNotAllowed             405
     │   ├── PayloadTooLarge              413
     │   ├── UnprocessableEntity          422: well-formed but semantically unusable
     │   └── RateLimited                  429 (+ Retry-After)
@@ -136,6 +137,11 @@ class NotFound(ClientError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(ClientError):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from hybridgate.api.http import JSONResponse, read_json
+from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
+from hybridgate.api.http import read_json
 from hybridgate.api.openai_routes import route_headers
 from hybridgate.api.streaming import sse_response
 from hybridgate.gateway import Gateway
@@ -19,7 +17,7 @@ class AnthropicRoutes:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
 
-    async def messages(self, request: Request) -> Response:
+    async def messages(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req = wire.parse_messages_request(body)
         if req.stream:

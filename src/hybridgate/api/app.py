@@ -1,105 +1,118 @@
 """The ASGI application, assembled in one place.
 
-Every endpoint is wrapped by :func:`_endpoint`, which authenticates and renders any
-:class:`~hybridgate.errors.HybridgateError` in that endpoint's wire format. Unknown routes and
-methods, and (as a last resort) unexpected exceptions, also answer in JSON, never with a
-traceback.
+Routing is an exact-path table; each route names its wire format (errors are rendered in it)
+and whether it needs a client key. Every :class:`~hybridgate.errors.HybridgateError` becomes a
+JSON error in the route's format; an unexpected exception is logged with its traceback and the
+client gets a JSON 500, never the traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from hybridgate.api.anthropic_routes import AnthropicRoutes
+from hybridgate.api.asgi import EventStreamResponse, Handler, Receive, Request, Response, Scope, Send
 from hybridgate.api.http import Authenticator, error_response
 from hybridgate.api.openai_routes import OpenAIRoutes
 from hybridgate.api.system_routes import SystemRoutes
-from hybridgate.errors import HybridgateError, InvalidRequest, NotFound
+from hybridgate.errors import HybridgateError, MethodNotAllowed, NotFound
 from hybridgate.gateway import Gateway
 from hybridgate.types import WireFormat
 
 log = logging.getLogger("hybridgate.api")
 
-Handler = Callable[[Request], Awaitable[Response]]
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    format: WireFormat
+    authenticated: bool
 
 
 def _format_of(path: str) -> WireFormat:
     return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
-def _endpoint(handler: Handler, fmt: WireFormat, auth: Authenticator | None) -> Handler:
-    async def run(request: Request) -> Response:
+class GatewayApp:
+    """The ASGI callable: lifespan starts and closes the gateway; HTTP goes through the route table."""
+
+    def __init__(self, gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> None:
+        self.gateway = gateway
+        self.on_ready = on_ready
+        server = gateway.config.server
+        self.auth = Authenticator(k.get_secret_value() for k in server.auth.api_keys)
+        if not self.auth.enabled:
+            log.warning(
+                "client authentication is OFF (server.auth.api_keys is empty): local development only"
+            )
+        openai = OpenAIRoutes(gateway, server.max_body_bytes)
+        anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
+        system = SystemRoutes(gateway)
+        self.routes: dict[str, dict[str, Route]] = {
+            "/v1/chat/completions": {"POST": Route(openai.chat_completions, "openai", True)},
+            "/v1/embeddings": {"POST": Route(openai.embeddings, "openai", True)},
+            "/v1/messages": {"POST": Route(anthropic.messages, "anthropic", True)},
+            "/v1/models": {"GET": Route(system.models, "openai", True)},
+            "/healthz": {"GET": Route(system.healthz, "openai", False)},
+            "/readyz": {"GET": Route(system.readyz, "openai", False)},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        fmt = _format_of(request.path)
+        response: Response | EventStreamResponse
         try:
-            if auth is not None:
-                auth.check(request)
-            return await handler(request)
+            route = self._route(request)
+            fmt = route.format
+            if route.authenticated:
+                self.auth.check(request)
+            response = await route.handler(request)
         except HybridgateError as err:
-            return error_response(err, fmt)
+            response = error_response(err, fmt)
+        except Exception:
+            # The last-resort boundary: a bug still reaches the client as JSON in its format,
+            # and the traceback goes to the log only.
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            response = error_response(
+                HybridgateError("internal error in the gateway; see the gateway log"), fmt
+            )
+        await response(request, send)
 
-    return run
+    def _route(self, request: Request) -> Route:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise NotFound(f"no route {request.method} {request.path}")
+        route = methods.get(request.method)
+        if route is None:
+            raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+        return route
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except HybridgateError as err:
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                if self.on_ready is not None:
+                    self.on_ready()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    fmt = _format_of(request.url.path)
-    if exc.status_code == 404:
-        return error_response(NotFound(f"no route {request.method} {request.url.path}"), fmt)
-    err = InvalidRequest(f"{exc.detail}: {request.method} {request.url.path}")
-    err.status = exc.status_code
-    return error_response(err, fmt)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # The last-resort boundary: a bug must still reach the client as a JSON error in its own
-    # format, and the traceback goes to the log only.
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    err = HybridgateError("internal error in the gateway; see the gateway log")
-    return error_response(err, _format_of(request.url.path))
-
-
-def create_app(gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app for ``gateway``; its lifespan starts and closes the gateway.
-
-    ``on_ready`` runs once the gateway's backends have started (before requests are served).
-    """
-    server = gateway.config.server
-    keys = [k.get_secret_value() for k in server.auth.api_keys]
-    auth = Authenticator(keys)
-    if not auth.enabled:
-        log.warning("client authentication is OFF (server.auth.api_keys is empty): local development only")
-    openai = OpenAIRoutes(gateway, server.max_body_bytes)
-    anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
-    system = SystemRoutes(gateway)
-
-    routes = [
-        Route("/v1/chat/completions", _endpoint(openai.chat_completions, "openai", auth), methods=["POST"]),
-        Route("/v1/embeddings", _endpoint(openai.embeddings, "openai", auth), methods=["POST"]),
-        Route("/v1/messages", _endpoint(anthropic.messages, "anthropic", auth), methods=["POST"]),
-        Route("/v1/models", _endpoint(system.models, "openai", auth), methods=["GET"]),
-        Route("/healthz", _endpoint(system.healthz, "openai", None), methods=["GET"]),
-        Route("/readyz", _endpoint(system.readyz, "openai", None), methods=["GET"]),
-    ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
-        if on_ready is not None:
-            on_ready()
-        try:
-            yield
-        finally:
-            await gateway.close()
-
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
-    )
+def create_app(gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> GatewayApp:
+    """The ASGI app for ``gateway``; ``on_ready`` runs once its backends have started."""
+    return GatewayApp(gateway, on_ready=on_ready)

@@ -9,40 +9,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
-from hybridgate.errors import AuthenticationFailed, HybridgateError, InvalidRequest, PayloadTooLarge
+from hybridgate.api.asgi import JSONResponse, Request
+from hybridgate.errors import AuthenticationFailed, HybridgateError, InvalidRequest
 from hybridgate.types import WireFormat
 from hybridgate.wire import anthropic as anthropic_wire
 from hybridgate.wire import openai as openai_wire
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     """The body as a JSON object, or a 400/413 naming what is wrong with it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidRequest("invalid Content-Length header") from None
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {max_bytes} bytes")
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await request.body(max_bytes)
     if not body.strip():
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -58,13 +35,13 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 
 def error_response(
     err: HybridgateError, fmt: WireFormat, headers: Mapping[str, str] | None = None
-) -> Response:
+) -> JSONResponse:
     """``err`` in the client's own wire format, with its status (and Retry-After when known)."""
     body = anthropic_wire.render_error(err) if fmt == "anthropic" else openai_wire.render_error(err)
     out = dict(headers or {})
     if err.retry_after is not None:
         out["retry-after"] = str(max(1, math.ceil(err.retry_after)))
-    return JSONResponse(body, status_code=err.status, headers=out)
+    return JSONResponse(body, status=err.status, headers=out)
 
 
 class Authenticator:

@@ -8,10 +8,8 @@ import uuid
 from array import array
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from hybridgate.api.http import JSONResponse, read_json
+from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
+from hybridgate.api.http import read_json
 from hybridgate.api.streaming import sse_response
 from hybridgate.execution.executor import Attempt
 from hybridgate.gateway import Gateway
@@ -30,7 +28,7 @@ class OpenAIRoutes:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req = wire.parse_chat_request(body)
         if req.stream:
@@ -42,7 +40,7 @@ class OpenAIRoutes:
         headers = route_headers(answer.deployment, answer.attempts, completion.model)
         return JSONResponse(wire.render_completion(completion, req.model), headers=headers)
 
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req, encoding = wire.parse_embedding_request(body)
         _, answer = await self.gateway.embed(req)

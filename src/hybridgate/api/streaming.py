@@ -12,9 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-import anyio
-from starlette.responses import StreamingResponse
-
+from hybridgate.api.asgi import EventStreamResponse
 from hybridgate.errors import HybridgateError
 from hybridgate.execution.executor import OpenStream
 from hybridgate.types import StreamEvent
@@ -26,9 +24,6 @@ class EventEncoder(Protocol):
     def error(self, err: HybridgateError) -> bytes: ...
 
 
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
 async def _relay(stream: OpenStream, encoder: EventEncoder) -> AsyncIterator[bytes]:
     try:
         async for event in stream:
@@ -36,13 +31,13 @@ async def _relay(stream: OpenStream, encoder: EventEncoder) -> AsyncIterator[byt
     except HybridgateError as err:
         yield encoder.error(err)
     finally:
-        # Shielded: on client disconnect this generator is being cancelled, and the upstream
-        # must still be told to stop (closing the connection / freeing the local slot).
-        with anyio.CancelScope(shield=True), contextlib.suppress(HybridgateError):
+        # Runs on client disconnect too (the response cancels its producer): the upstream must be
+        # told to stop at once, closing its connection or freeing the local slot.
+        with contextlib.suppress(HybridgateError):
             await stream.aclose()
 
 
-def sse_response(stream: OpenStream, encoder: EventEncoder, headers: Mapping[str, str]) -> StreamingResponse:
-    return StreamingResponse(
-        _relay(stream, encoder), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
-    )
+def sse_response(
+    stream: OpenStream, encoder: EventEncoder, headers: Mapping[str, str]
+) -> EventStreamResponse:
+    return EventStreamResponse(_relay(stream, encoder), headers)

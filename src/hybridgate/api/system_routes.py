@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from hybridgate.api.http import JSONResponse
+from hybridgate.api.asgi import JSONResponse, Request, Response
 from hybridgate.gateway import Gateway, ModelInfo
 
 
@@ -62,4 +59,4 @@ class SystemRoutes:
 
     async def readyz(self, request: Request) -> Response:
         ready, detail = self.gateway.readiness()
-        return JSONResponse(detail, status_code=200 if ready else 503)
+        return JSONResponse(detail, status=200 if ready else 503)

@@ -1,8 +1,9 @@
 """HTTP plumbing shared by the HTTP adapters (OpenAI-compatible, Anthropic, sandbox).
 
-One pooled aiohttp session per deployment, deadlines from :class:`~hybridgate.types.Timeouts`,
-an SSE reader with an idle deadline, and the mapping of HTTP statuses and aiohttp exceptions
-into :mod:`hybridgate.errors`. Nothing in here knows a wire format.
+:class:`HTTPUpstream` is the HTTP half of an adapter: a pooled :class:`~hybridgate.backends.transport.
+HTTPTransport`, the deployment's static headers, deadlines from :class:`~hybridgate.types.Timeouts`,
+an SSE reader bounded by the first-token / idle / total deadlines, and the mapping of HTTP statuses
+and transport exceptions into :mod:`hybridgate.errors`. Nothing in here knows a wire format.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
+from hybridgate.backends.base import ProbeResult
+from hybridgate.backends.transport import HTTPTransport, ProtocolError, UpstreamResponse
 from hybridgate.errors import (
+    BackendUnavailable,
     UpstreamAuthError,
     UpstreamConnectionError,
     UpstreamContentPolicy,
@@ -44,18 +47,6 @@ _CONTEXT_MARKERS = (
     "exceeds the context",
 )
 _POLICY_MARKERS = ("content_policy", "content_filter", "content policy", "content filtering", "safety system")
-
-
-def make_session(max_connections: int, timeouts: Timeouts) -> aiohttp.ClientSession:
-    """A keep-alive pool. Per-request deadlines are applied by the callers, not here."""
-    connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300, keepalive_timeout=60)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
-        json_serialize=lambda o: orjson.dumps(o).decode(),
-        auto_decompress=True,
-        raise_for_status=False,
-    )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -125,27 +116,19 @@ def error_for_status(
 
 @contextlib.contextmanager
 def mapped_errors(deployment: str, phase: str = "request") -> Iterator[None]:
-    """Translate aiohttp/asyncio/JSON failures raised inside the block into the error tree."""
+    """Translate transport, timeout and decoding failures raised inside the block into the error tree."""
     try:
         yield
     except UpstreamError:
         raise
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{deployment}: {phase} deadline passed", deployment=deployment) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamConnectionError(
-            f"{deployment}: connection broke during {phase}", deployment=deployment
-        ) from exc
-    except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+    except ProtocolError as exc:
+        raise UpstreamProtocolError(f"{deployment}: {exc}", deployment=deployment) from exc
+    except (ConnectionError, OSError) as exc:  # includes ssl.SSLError and DNS failures (socket.gaierror)
         raise UpstreamConnectionError(
             f"{deployment}: connection failed during {phase} ({type(exc).__name__})", deployment=deployment
         ) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamProtocolError(
-            f"{deployment}: bad HTTP response ({exc.status})", deployment=deployment
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamConnectionError(f"{deployment}: {type(exc).__name__}", deployment=deployment) from exc
     except orjson.JSONDecodeError as exc:
         raise UpstreamProtocolError(
             f"{deployment}: upstream sent invalid JSON", deployment=deployment
@@ -182,35 +165,165 @@ class SSEEvent:
     data: str
 
 
-async def iter_sse(
-    response: aiohttp.ClientResponse, deadline: Deadline, first_seen: list[bool]
-) -> AsyncIterator[SSEEvent]:
-    """Server-sent events of ``response``; each read bounded by the first-token/idle/total deadline.
+class SSEParser:
+    """Incremental server-sent-events parser over raw body chunks (any line endings)."""
 
-    ``first_seen[0]`` is set by the caller once real content arrived, switching from the
-    first-token deadline to the idle deadline.
-    """
-    event = ""
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + data
+        hold = b""
+        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF split across chunks
+            buffer, hold = buffer[:-1], b"\r"
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, rest = buffer.split(b"\n\n")
+        self._buffer = rest + hold
+        return [e for e in map(_event, blocks) if e is not None]
+
+    def finish(self) -> list[SSEEvent]:
+        """Whatever complete event the stream ended with, without its blank line."""
+        block, self._buffer = self._buffer.replace(b"\r", b""), b""
+        event = _event(block) if block.strip() else None
+        return [event] if event is not None else []
+
+
+def _event(block: bytes) -> SSEEvent | None:
+    name = "message"
     data: list[str] = []
-    content = response.content
-    while True:
-        async with asyncio.timeout_at(deadline.next_read(first_seen[0])):
-            raw = await content.readline()
-        if not raw:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            return
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
+    for line in block.decode("utf-8").split("\n"):
+        if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if field == "data":
             data.append(value)
         elif field == "event":
-            event = value
+            name = value
+    if not data:
+        return None
+    return SSEEvent(name, "\n".join(data))
+
+
+class EventReader:
+    """The SSE events of one streamed response, one batch per network read.
+
+    Each read is bounded by the first-token deadline until the caller sets ``first_seen``
+    (real content arrived), then by the idle deadline, and always by the total deadline.
+    """
+
+    __slots__ = ("_deadline", "_deployment", "_ended", "_parser", "_response", "first_seen")
+
+    def __init__(self, deployment: str, response: UpstreamResponse, deadline: Deadline) -> None:
+        self._deployment = deployment
+        self._response = response
+        self._deadline = deadline
+        self._parser = SSEParser()
+        self._ended = False
+        self.first_seen = False
+
+    async def next_batch(self) -> list[SSEEvent]:
+        """The next events (an empty list once the body has ended)."""
+        if self._ended:
+            return []
+        with mapped_errors(self._deployment, "stream"):
+            while True:
+                chunk = await self._response.read_chunk(self._deadline.next_read(self.first_seen))
+                if not chunk:
+                    self._ended = True
+                    return self._parser.finish()
+                events = self._parser.feed(chunk)
+                if events:
+                    return events
+
+
+class HTTPUpstream:
+    """One deployment's HTTP endpoint: connection pool, static headers, error mapping."""
+
+    def __init__(
+        self,
+        deployment: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        secret: str,
+        max_connections: int,
+        timeouts: Timeouts,
+    ) -> None:
+        self.deployment = deployment
+        self.base_url = base_url
+        self.timeouts = timeouts
+        self._headers = dict(headers)
+        self._secrets = (secret,) if secret else ()
+        self._max_connections = max_connections
+        self._transport: HTTPTransport | None = None
+        self._heads: dict[tuple[str, str], bytes] = {}
+
+    async def start(self) -> None:
+        if self._transport is None:
+            self._transport = HTTPTransport(
+                self.base_url, max_connections=self._max_connections, connect_timeout=self.timeouts.connect
+            )
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            await transport.aclose()
+
+    def _head(self, method: str, path: str) -> tuple[HTTPTransport, bytes]:
+        transport = self._transport
+        if transport is None:
+            raise BackendUnavailable(f"{self.deployment}: backend not started", deployment=self.deployment)
+        head = self._heads.get((method, path))
+        if head is None:
+            head = self._heads[(method, path)] = transport.request_head(method, path, self._headers)
+        return transport, head
+
+    async def post(self, path: str, body: Mapping[str, Any], deadline: Deadline) -> UpstreamResponse:
+        """POST ``body`` as JSON; returns a 200 response (headers read), or raises the mapped error."""
+        transport, head = self._head("POST", path)
+        with mapped_errors(self.deployment):
+            response = await transport.request(head, orjson.dumps(body), until=deadline.first_token_at)
+            if response.status != 200:
+                try:
+                    payload = await response.read(deadline.next_read(False))
+                finally:
+                    response.close()
+                raise error_for_status(
+                    response.status, payload, response.headers, self.deployment, self._secrets
+                )
+        return response
+
+    async def post_json(self, path: str, body: Mapping[str, Any], deadline: Deadline) -> Any:
+        """POST and return the decoded JSON answer (the whole attempt bounded by the deadline)."""
+        response = await self.post(path, body, deadline)
+        with mapped_errors(self.deployment):
+            try:
+                payload = await response.read(deadline.total_at)
+            finally:
+                response.release()
+            return orjson.loads(payload)
+
+    def events(self, response: UpstreamResponse, deadline: Deadline) -> EventReader:
+        """The server-sent events of a streamed ``response``."""
+        return EventReader(self.deployment, response, deadline)
+
+    async def probe(self, path: str) -> ProbeResult:
+        """GET ``path`` (an endpoint that costs no tokens); never raises."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            transport, head = self._head("GET", path)
+            until = started + self.timeouts.connect + 5.0
+            with mapped_errors(self.deployment, "probe"):
+                response = await transport.request(head, b"", until=until)
+                try:
+                    await response.read(until)
+                finally:
+                    response.release()
+            ok = response.status == 200
+            detail = "" if ok else f"status {response.status}"
+        except UpstreamError as exc:
+            ok, detail = False, exc.kind.value
+        return ProbeResult(ok=ok, latency_s=loop.time() - started, detail=detail)
