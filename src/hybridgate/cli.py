@@ -203,6 +203,10 @@ def serve(
         access_log=server_cfg.access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # X-Forwarded-* are not trusted (and their middleware costs on every request); the
+        # gateway does not need client addresses. No Server header advertising the stack.
+        proxy_headers=False,
+        server_header=False,
     )
     uvicorn.Server(uv_config).run(sockets=[sock])
 
