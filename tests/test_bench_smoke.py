@@ -1,4 +1,4 @@
-"""The overhead benchmark (bench/overhead.py) runs end to end in a tiny mode.
+"""The benchmarks (bench/overhead.py, bench/transport.py) run end to end in a tiny mode.
 
 It starts its own mock upstream and a real ``hybridgate serve``; these tests check that it
 completes, writes the JSON it documents, that every request was valid and that the upstream
@@ -139,3 +139,34 @@ def test_client_rejects_wrong_content() -> None:
     events = h.dechunk(payloads.stream.partition(b"\r\n\r\n")[2], 0)[0]
     assert h.check_sse(events, h.mock_content(4)) is None
     assert h.check_sse(events.replace(b"data: [DONE]", b""), h.mock_content(4)) == "no_done"
+
+
+@pytest.mark.slow
+def test_transport_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "transport.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "transport.py"),
+            "--requests",
+            "40",
+            "--rounds",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {
+        "hybridgate transport",
+        next(k for k in data["results"] if k.startswith("aiohttp")),
+    }
+    for result in data["results"].values():
+        assert result["cpu_us_per_request"] > 0
+        assert result["wall_us_per_request"] > 0
+    assert data["cpu_ratio"] > 0
