@@ -285,4 +285,7 @@ def test_health_and_readiness(gateway: tuple[ManagedProcess, str]) -> None:
     detail = ready.json()
     assert detail["deployments"]["llama-server"]["state"] == "ready"
     assert detail["deployments"]["local-tiny"]["state"] == "ready"
+    runtime = detail["deployments"]["local-tiny"]["runtime"]  # cold start measured and reported
+    assert runtime["load_time_s"] > 0
+    assert runtime["state"] == "ready"
     assert ready.status_code == 200

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hybridgate.backends.base import Backend, Capabilities
+from hybridgate.backends.base import Backend, Capabilities, Describable
 from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
@@ -188,7 +188,12 @@ class Gateway:
                 continue
             models[name] = {"ready": bool(usable), "deployments": usable}
             ready = ready and bool(usable)
-        deployments = {n: {"state": h.state.value, "detail": h.detail} for n, h in states.items()}
+        deployments: dict[str, dict[str, object]] = {
+            n: {"state": h.state.value, "detail": h.detail} for n, h in states.items()
+        }
+        for name, backend in self.backends.items():
+            if isinstance(backend, Describable):
+                deployments[name]["runtime"] = dict(backend.describe())
         degraded = any(h.state is DeploymentState.FAILED for h in states.values())
         status = "ready" if ready and not degraded else ("degraded" if ready else "not_ready")
         return ready, {"status": status, "models": models, "deployments": deployments}

@@ -19,7 +19,7 @@ A minimal in-memory backend, e.g. for a test double, is a class with these metho
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -92,4 +92,13 @@ class Backend(Protocol):
 
     async def probe(self) -> ProbeResult:
         """A cheap health check; never raises."""
+        ...
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """Optional: a backend that reports live details of its runtime (shown in /readyz)."""
+
+    def describe(self) -> Mapping[str, object]:
+        """Small, JSON-serialisable facts: queue depth, cold-start time, restarts..."""
         ...

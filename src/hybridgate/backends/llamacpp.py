@@ -29,7 +29,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -318,6 +318,10 @@ class LlamaCppBackend:
             restarts=self._restarts,
             pid=self._worker.pid if self._worker is not None and self._state == "ready" else None,
         )
+
+    def describe(self) -> dict[str, object]:
+        """Live facts for /readyz: worker state, queue, cold-start (load) time, restarts."""
+        return asdict(self.stats)
 
     # ------------------------------------------------------------------ lifecycle
 
