@@ -134,7 +134,7 @@ Try it:
     -H 'authorization: Bearer {key}' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 32}}'
 
-  python - <<'EOF'
+  python - <<'EOF'      # pip install openai
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key="{key}")
   reply = client.chat.completions.create(model="{model}", max_tokens=32,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
 from hybridgate.api.http import read_json
 from hybridgate.api.openai_routes import route_headers
@@ -22,7 +20,7 @@ class AnthropicRoutes:
         req = wire.parse_messages_request(body)
         if req.stream:
             _, stream = await self.gateway.open_stream(req)
-            encoder = wire.EventEncoder(f"msg_{uuid.uuid4().hex[:24]}", req.model)
+            encoder = wire.EventEncoder(wire.message_id(), req.model)
             return sse_response(stream, encoder, route_headers(stream.deployment, stream.attempts))
         _, answer = await self.gateway.complete(req)
         headers = route_headers(answer.deployment, answer.attempts, answer.result.model)

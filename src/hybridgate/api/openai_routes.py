@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import sys
-import uuid
 from array import array
 from typing import Any
 
@@ -33,7 +32,7 @@ class OpenAIRoutes:
         req = wire.parse_chat_request(body)
         if req.stream:
             _, stream = await self.gateway.open_stream(req)
-            encoder = wire.ChunkEncoder(_completion_id(), req.model, include_usage=req.include_usage)
+            encoder = wire.ChunkEncoder(wire.completion_id(), req.model, include_usage=req.include_usage)
             return sse_response(stream, encoder, route_headers(stream.deployment, stream.attempts))
         _, answer = await self.gateway.complete(req)
         completion = answer.result
@@ -57,7 +56,3 @@ def _base64_floats(vector: list[float]) -> str:
     if sys.byteorder != "little":
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode()
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"

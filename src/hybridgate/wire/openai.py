@@ -13,6 +13,7 @@ upstreams unchanged.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -301,10 +302,17 @@ def _finish(reason: FinishReason) -> str:
     return "stop" if reason == "error" else reason
 
 
+def completion_id(upstream_id: str | None = None) -> str:
+    """A ``chatcmpl-`` id: ``upstream_id`` when it is one, derived from it otherwise, else a fresh one."""
+    if not upstream_id:
+        return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return upstream_id if upstream_id.startswith("chatcmpl-") else f"chatcmpl-{upstream_id}"
+
+
 def render_completion(c: Completion, model: str) -> dict[str, Any]:
     """A chat.completion object for a client; ``model`` is the name the client asked for."""
     return {
-        "id": c.id,
+        "id": completion_id(c.id),
         "object": "chat.completion",
         "created": c.created or int(time.time()),
         "model": model,
