@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from hybridgate.backends.llamacpp import WORKER_MODULE, LlamaCppBackend, create
+from hybridgate.backends.llamacpp import LlamaCppBackend, create
+from hybridgate.backends.llamacpp_process import WORKER_MODULE
 from hybridgate.backends.registry import BackendContext
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.schema import LlamaCppDeployment
