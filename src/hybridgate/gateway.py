@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hybridgate.backends.base import Backend, Capabilities, Describable
+from hybridgate.backends.base import Backend, Capabilities, Describable, capabilities_of
 from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
@@ -83,21 +83,8 @@ class Gateway:
     def _spec(self, name: str) -> DeploymentSpec:
         dep = self.config.deployments[name]
         backend = self.backends.get(name)
-        if backend is not None:
-            caps = backend.capabilities
-        else:  # unconfigured: describe it from config so /v1/models can still list it
-            from hybridgate.config.schema import effective_placement
-
-            caps = Capabilities(
-                placement=effective_placement(dep),
-                region=dep.region,
-                context_window=dep.context_window,
-                max_output_tokens=dep.max_output_tokens,
-                tools=dep.tools,
-                vision=dep.vision,
-                embeddings=bool(getattr(dep, "embeddings", False)),
-                chat=bool(getattr(dep, "chat", not getattr(dep, "embeddings", False))),
-            )
+        # An unconfigured deployment is described from its config, so /v1/models still lists it.
+        caps = backend.capabilities if backend is not None else capabilities_of(dep)
         return DeploymentSpec(name, caps, Timeouts(**dep.timeouts.model_dump()))
 
     def _set_state(self, name: str, health: DeploymentHealth) -> None:

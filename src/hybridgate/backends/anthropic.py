@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from hybridgate.backends.base import Capabilities, ProbeResult
+from hybridgate.backends.base import ProbeResult, capabilities_of
 from hybridgate.backends.http import Deadline, HTTPUpstream, mapped_errors
 from hybridgate.backends.registry import BackendContext
-from hybridgate.config.schema import AnthropicDeployment, effective_placement
+from hybridgate.config.schema import AnthropicDeployment
 from hybridgate.errors import UnsupportedFeature, UpstreamConnectionError
 from hybridgate.types import (
     Completion,
@@ -44,13 +44,8 @@ class AnthropicBackend:
         self.name = name
         self.config = config
         self.context = context
-        self.capabilities = Capabilities(
-            placement=effective_placement(config),
-            region=config.region,
-            context_window=config.context_window,
-            max_output_tokens=config.max_output_tokens,
-            tools=config.tools,
-            vision=config.vision,
+        self.capabilities = capabilities_of(
+            config,
             embeddings=False,
             response_format=False,  # the Messages API has no response_format; the codec drops it
             assistant_prefill=True,  # a trailing assistant turn is continued

@@ -20,9 +20,10 @@ A minimal in-memory backend, e.g. for a test double, is a class with these metho
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
 
+from hybridgate.config.schema import AnyDeployment, effective_placement
 from hybridgate.types import (
     Completion,
     EmbeddingRequest,
@@ -49,6 +50,22 @@ class Capabilities:
     embeddings: bool = False
     response_format: bool = True
     assistant_prefill: bool = False
+
+
+def capabilities_of(config: AnyDeployment, **overrides: Any) -> Capabilities:
+    """What a deployment's config says it can do; an adapter overrides what its runtime knows better."""
+    base = Capabilities(
+        placement=effective_placement(config),
+        region=config.region,
+        context_window=config.context_window,
+        max_output_tokens=config.max_output_tokens,
+        chat=getattr(config, "chat", True),
+        tools=config.tools,
+        vision=config.vision,
+        embeddings=getattr(config, "embeddings", False),
+        assistant_prefill=getattr(config, "assistant_prefill", False),
+    )
+    return replace(base, **overrides) if overrides else base
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hybridgate.backends.base import Capabilities, ProbeResult
+from hybridgate.backends.base import ProbeResult, capabilities_of
 from hybridgate.backends.llamacpp_process import Frame, WorkerProcess
 from hybridgate.backends.llamacpp_worker import CHAT_PARAMS, encode_frame
 from hybridgate.backends.registry import BackendContext
 from hybridgate.clock import Clock
-from hybridgate.config.schema import LlamaCppDeployment, effective_placement
+from hybridgate.config.schema import LlamaCppDeployment
 from hybridgate.errors import (
     BackendCrashed,
     BackendOverloaded,
@@ -149,16 +149,13 @@ class LlamaCppBackend:
         self.config = config
         self._clock: Clock = context.clock
         self.n_ctx = config.n_ctx or config.context_window
-        self.capabilities = Capabilities(
-            placement=effective_placement(config),
-            region=config.region,
+        self.capabilities = capabilities_of(
+            config,
             context_window=self.n_ctx,
-            max_output_tokens=config.max_output_tokens,
             chat=not config.embeddings,
             streaming=not config.embeddings,
             tools=config.tools and not config.embeddings,
             vision=False,  # llama-cpp-python needs a separate CLIP projector for images
-            embeddings=config.embeddings,
             response_format=not config.embeddings,
         )
         self._default_timeouts = Timeouts(**config.timeouts.model_dump())

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from hybridgate.backends.base import Capabilities, ProbeResult
+from hybridgate.backends.base import ProbeResult, capabilities_of
 from hybridgate.backends.http import Deadline, HTTPUpstream
 from hybridgate.backends.registry import BackendContext
-from hybridgate.config.schema import OpenAIDeployment, effective_placement
+from hybridgate.config.schema import OpenAIDeployment
 from hybridgate.errors import UnsupportedFeature, UpstreamConnectionError
 from hybridgate.types import (
     Completion,
@@ -43,17 +43,7 @@ class OpenAIBackend:
         self.name = name
         self.config = config
         self.context = context
-        self.capabilities = Capabilities(
-            placement=effective_placement(config),
-            region=config.region,
-            context_window=config.context_window,
-            max_output_tokens=config.max_output_tokens,
-            chat=config.chat,
-            tools=config.tools,
-            vision=config.vision,
-            embeddings=config.embeddings,
-            assistant_prefill=config.assistant_prefill,
-        )
+        self.capabilities = capabilities_of(config)
         self.stats = StreamStats()
         secret = config.api_key.get_secret_value() if config.api_key else ""
         headers = {"Content-Type": "application/json", "Accept": "application/json", **config.headers}

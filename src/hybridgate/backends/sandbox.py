@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from hybridgate.backends.base import Backend, Capabilities, ProbeResult
+from hybridgate.backends.base import Backend, ProbeResult, capabilities_of
 from hybridgate.backends.registry import BackendContext, backend_factory
 from hybridgate.config.schema import (
     AnthropicDeployment,
     OpenAIDeployment,
     SandboxDeployment,
-    effective_placement,
 )
 from hybridgate.errors import BackendUnavailable
 from hybridgate.sandbox.process import SandboxProcess, SandboxStartError
@@ -44,16 +43,7 @@ class SandboxBackend:
         self.name = name
         self.config = config
         self.context = context
-        self.capabilities = Capabilities(
-            placement=effective_placement(config),
-            region=config.region,
-            context_window=config.context_window,
-            max_output_tokens=config.max_output_tokens,
-            tools=config.tools,
-            vision=config.vision,
-            embeddings=config.wire == "openai",
-            assistant_prefill=config.assistant_prefill,
-        )
+        self.capabilities = capabilities_of(config, embeddings=config.wire == "openai")
         self.process = SandboxProcess(
             config.profile, seed=config.seed, context_window=config.context_window, models=(config.model,)
         )
