@@ -297,6 +297,18 @@ class NoRouteAvailable(HybridgateError):
         self.attempts = tuple(attempts)
         if status is not None:
             self.status = status
+            self.openai_type, self.anthropic_type = _TYPES_BY_STATUS.get(status, ("api_error", "api_error"))
+            if status == 429:
+                self.code = "rate_limit_exceeded"
+
+
+# What each status is called in each format, for errors whose status is only known at run time.
+_TYPES_BY_STATUS = {
+    429: ("rate_limit_error", "rate_limit_error"),
+    502: ("api_error", "api_error"),
+    503: ("api_error", "overloaded_error"),
+    504: ("api_error", "timeout_error"),
+}
 
 
 # --------------------------------------------------------------------------- secret scrubbing

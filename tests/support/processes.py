@@ -154,3 +154,26 @@ def start_llama_server(
     )
     match = proc.start(timeout)
     return proc, match.group(1)
+
+
+def start_sandbox(
+    profile: str = "instant", *, seed: int = 0, timeout: float = 60.0
+) -> tuple[ManagedProcess, str]:
+    """The SANDBOX stand-in cloud (``python -m hybridgate.sandbox``) on a free port."""
+    proc = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "hybridgate.sandbox",
+            "--port",
+            "0",
+            "--profile",
+            profile,
+            "--seed",
+            str(seed),
+        ],
+        ready=r"SANDBOX listening on (http://127\.0\.0\.1:\d+)",
+        name="sandbox",
+    )
+    match = proc.start(timeout)
+    return proc, match.group(1)
