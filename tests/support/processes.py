@@ -117,7 +117,7 @@ def start_gateway(
     """``hybridgate serve`` on a free port; returns the process and its base URL (no /v1)."""
     proc = ManagedProcess(
         [sys.executable, "-m", "hybridgate.cli", "serve", "-c", str(config_path), "--port", "0", "--quiet"],
-        ready=r"listening on (http://127\.0\.0\.1:\d+)",
+        ready=r"^hybridgate: listening on (http://127\.0\.0\.1:\d+)",
         name="gateway",
         env=env,
     )
