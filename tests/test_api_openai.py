@@ -74,6 +74,7 @@ deployments:
     type: openai
     base_url: http://127.0.0.1:{free_port()}/v1
     model: nothing
+    placement: local
     timeouts: {{connect: 1, first_token: 2, idle: 2, total: 5}}
   local-tiny:
     type: llamacpp

@@ -161,6 +161,7 @@ def serve(
 
     from hybridgate.api.app import create_app
     from hybridgate.gateway import Gateway
+    from hybridgate.privacy.guard import build_guard
 
     loaded = _load_or_exit(config)
     server_cfg = loaded.config.server
@@ -190,7 +191,7 @@ def serve(
             typer.echo(_banner(listen_host, bound_port, loaded))
 
     try:
-        gateway = Gateway(loaded)
+        gateway = Gateway(loaded, guard=build_guard(loaded.config.governance.detection))
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
@@ -209,6 +210,30 @@ def serve(
         server_header=False,
     )
     uvicorn.Server(uv_config).run(sockets=[sock])
+
+
+@app.command()
+def explain(
+    config: ConfigPath,
+    request_file: Annotated[Path, typer.Argument(help="A chat request body (JSON), or - for stdin.")],
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="A request header, 'Name: value' (repeatable).")
+    ] = None,
+    wire_format: Annotated[
+        str, typer.Option("--format", help="Request format: openai or anthropic.")
+    ] = "openai",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+) -> None:
+    """Dry-run the routing of a request offline: every candidate, why, predicted latency and cost.
+
+    Nothing is started: every configured deployment counts as ready with its latency priors (live
+    load is not known offline; POST /v1/route/explain uses the running gateway's).
+    """
+    from hybridgate.cli_explain import run_explain
+
+    loaded = _load_or_exit(config)
+    code = run_explain(loaded, request_file, header or [], wire_format, as_json, out_console, err_console)
+    raise typer.Exit(code=code)
 
 
 def main() -> None:

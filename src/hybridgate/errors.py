@@ -17,6 +17,7 @@ renders any of them in the client's own wire format (OpenAI or Anthropic) with `
     │   ├── MethodNotAllowed             405
     │   ├── PayloadTooLarge              413
     │   ├── UnprocessableEntity          422: well-formed but semantically unusable
+    │   │   └── SensitiveDataRefused     422: data governance refused the request (names the rule)
     │   └── RateLimited                  429 (+ Retry-After)
     ├── UpstreamError                    a backend failed; ``kind`` drives retry/failover
     │   ├── UpstreamRateLimited          429 from the provider (+ its Retry-After)
@@ -153,6 +154,12 @@ class PayloadTooLarge(ClientError):
 class UnprocessableEntity(ClientError):
     status = 422
     code = "unprocessable_entity"
+
+
+class SensitiveDataRefused(UnprocessableEntity):
+    """Never echoes the sensitive values: the message names kinds and the rule only."""
+
+    code = "sensitive_data_refused"
 
 
 class RateLimited(ClientError):

@@ -14,8 +14,21 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+
+def eventually(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
+    """Whether ``predicate`` became true within ``timeout`` seconds (for another process's output)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(interval)
 
 
 def free_port() -> int:

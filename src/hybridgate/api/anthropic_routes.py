@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
 from hybridgate.api.http import read_json
-from hybridgate.api.openai_routes import route_headers
 from hybridgate.api.streaming import sse_response
 from hybridgate.gateway import Gateway
 from hybridgate.wire import anthropic as wire
@@ -18,10 +17,11 @@ class AnthropicRoutes:
     async def messages(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req = wire.parse_messages_request(body)
+        ctx = self.gateway.context(request.identity, request.headers, req.metadata)
         if req.stream:
-            _, stream = await self.gateway.open_stream(req)
+            served, events = await self.gateway.open_stream(req, ctx, request.arrived)
             encoder = wire.EventEncoder(wire.message_id(), req.model)
-            return sse_response(stream, encoder, route_headers(stream.deployment, stream.attempts))
-        _, answer = await self.gateway.complete(req)
-        headers = route_headers(answer.deployment, answer.attempts, answer.result.model)
-        return JSONResponse(wire.render_message(answer.result, req.model), headers=headers)
+            return sse_response(events, encoder, served.headers())
+        served, completion = await self.gateway.complete(req, ctx, request.arrived)
+        headers = {**served.headers(), "x-hybridgate-upstream-model": completion.model}
+        return JSONResponse(wire.render_message(completion, req.model), headers=headers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hybridgate.api.anthropic_routes import AnthropicRoutes
 from hybridgate.api.asgi import EventStreamResponse, Handler, Receive, Request, Response, Scope, Send
+from hybridgate.api.explain_routes import ExplainRoutes
 from hybridgate.api.http import Authenticator, error_response
 from hybridgate.api.openai_routes import OpenAIRoutes
 from hybridgate.api.system_routes import SystemRoutes
@@ -43,7 +44,7 @@ class GatewayApp:
         self.gateway = gateway
         self.on_ready = on_ready
         server = gateway.config.server
-        self.auth = Authenticator(k.get_secret_value() for k in server.auth.api_keys)
+        self.auth = Authenticator(server.auth.api_keys)
         if not self.auth.enabled:
             log.warning(
                 "client authentication is OFF (server.auth.api_keys is empty): local development only"
@@ -51,11 +52,13 @@ class GatewayApp:
         openai = OpenAIRoutes(gateway, server.max_body_bytes)
         anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
         system = SystemRoutes(gateway)
+        explain = ExplainRoutes(gateway, server.max_body_bytes)
         self.routes: dict[str, dict[str, Route]] = {
             "/v1/chat/completions": {"POST": Route(openai.chat_completions, "openai", True)},
             "/v1/embeddings": {"POST": Route(openai.embeddings, "openai", True)},
             "/v1/messages": {"POST": Route(anthropic.messages, "anthropic", True)},
             "/v1/models": {"GET": Route(system.models, "openai", True)},
+            "/v1/route/explain": {"POST": Route(explain.explain, "openai", True)},
             "/healthz": {"GET": Route(system.healthz, "openai", False)},
             "/readyz": {"GET": Route(system.readyz, "openai", False)},
         }
@@ -67,14 +70,14 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = Request(scope, receive, self.gateway.clock.monotonic())
         fmt = _format_of(request.path)
         response: Response | EventStreamResponse
         try:
             route = self._route(request)
             fmt = route.format
             if route.authenticated:
-                self.auth.check(request)
+                request.identity = self.auth.check(request)
             response = await route.handler(request)
         except HybridgateError as err:
             response = error_response(err, fmt)

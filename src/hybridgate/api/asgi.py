@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
 from hybridgate.errors import InvalidRequest, PayloadTooLarge
+from hybridgate.policy.context import ANONYMOUS, ClientIdentity
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,15 +42,21 @@ def encode_headers(headers: Mapping[str, str] | None) -> RawHeaders:
 class Request:
     """An HTTP request: method, path, headers, and its body read on demand."""
 
-    __slots__ = ("_receive", "headers", "method", "path", "scope")
+    __slots__ = ("_receive", "arrived", "headers", "identity", "method", "path", "scope")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive, arrived: float = 0.0) -> None:
         self.scope = scope
         self._receive = receive
+        self.arrived = arrived  # monotonic time the request reached the gateway
+        self.identity: ClientIdentity = ANONYMOUS  # set by authentication
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         # ASGI servers give lower-cased names; the last of a repeated header wins.
         self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
 
     async def body(self, max_bytes: int) -> bytes:
         """The whole body; 413 if it exceeds ``max_bytes`` (by its Content-Length or as read)."""

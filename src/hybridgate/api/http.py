@@ -9,9 +9,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
 from hybridgate.api.asgi import JSONResponse, Request
+from hybridgate.config.schema import ClientKey
 from hybridgate.errors import AuthenticationFailed, HybridgateError, InvalidRequest
+from hybridgate.policy.context import ANONYMOUS, ClientIdentity
 from hybridgate.types import WireFormat
 from hybridgate.wire import anthropic as anthropic_wire
 from hybridgate.wire import openai as openai_wire
@@ -45,18 +48,27 @@ def error_response(
 
 
 class Authenticator:
-    """Static client keys from config; comparisons in constant time on digests."""
+    """Client keys from config, each with its identity; comparisons in constant time on digests."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys if k]
+    def __init__(self, keys: Iterable[SecretStr | ClientKey]) -> None:
+        self._keys: list[tuple[bytes, ClientIdentity]] = []
+        for entry in keys:
+            secret = (
+                entry.get_secret_value() if isinstance(entry, SecretStr) else entry.key.get_secret_value()
+            )
+            if not secret:
+                continue
+            digest = hashlib.sha256(secret.encode()).digest()
+            self._keys.append((digest, _identity(entry, digest)))
 
     @property
     def enabled(self) -> bool:
-        return bool(self._digests)
+        return bool(self._keys)
 
-    def check(self, request: Request) -> None:
-        if not self._digests:
-            return
+    def check(self, request: Request) -> ClientIdentity:
+        """The identity of the request's key (anonymous when auth is off); 401 otherwise."""
+        if not self._keys:
+            return ANONYMOUS
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         if not token:
@@ -64,8 +76,24 @@ class Authenticator:
                 "missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')"
             )
         digest = hashlib.sha256(token.encode()).digest()
-        matched = False
-        for known in self._digests:  # every key is compared: timing does not tell which matched
-            matched |= hmac.compare_digest(digest, known)
-        if not matched:
+        found: ClientIdentity | None = None
+        for known, identity in self._keys:  # every key is compared: timing does not tell which matched
+            if hmac.compare_digest(digest, known):
+                found = identity
+        if found is None:
             raise AuthenticationFailed("invalid API key")
+        return found
+
+
+def _identity(entry: SecretStr | ClientKey, digest: bytes) -> ClientIdentity:
+    key_id = "key-" + digest.hex()[:12]
+    if isinstance(entry, SecretStr):
+        return ClientIdentity(key_id=key_id)
+    return ClientIdentity(
+        key_id=key_id,
+        tenant=entry.tenant,
+        default_class=entry.default_class,
+        classes=frozenset(entry.classes) if entry.classes is not None else None,
+        region=entry.region,
+        sensitivity=entry.sensitivity,
+    )

@@ -10,16 +10,8 @@ from typing import Any
 from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
 from hybridgate.api.http import read_json
 from hybridgate.api.streaming import sse_response
-from hybridgate.execution.executor import Attempt
 from hybridgate.gateway import Gateway
 from hybridgate.wire import openai as wire
-
-
-def route_headers(deployment: str, attempts: list[Attempt], upstream_model: str = "") -> dict[str, str]:
-    headers = {"x-hybridgate-deployment": deployment, "x-hybridgate-attempts": str(len(attempts))}
-    if upstream_model:
-        headers["x-hybridgate-upstream-model"] = upstream_model
-    return headers
 
 
 class OpenAIRoutes:
@@ -30,24 +22,26 @@ class OpenAIRoutes:
     async def chat_completions(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req = wire.parse_chat_request(body)
+        ctx = self.gateway.context(request.identity, request.headers, req.metadata)
         if req.stream:
-            _, stream = await self.gateway.open_stream(req)
+            served, events = await self.gateway.open_stream(req, ctx, request.arrived)
             encoder = wire.ChunkEncoder(wire.completion_id(), req.model, include_usage=req.include_usage)
-            return sse_response(stream, encoder, route_headers(stream.deployment, stream.attempts))
-        _, answer = await self.gateway.complete(req)
-        completion = answer.result
-        headers = route_headers(answer.deployment, answer.attempts, completion.model)
+            return sse_response(events, encoder, served.headers())
+        served, completion = await self.gateway.complete(req, ctx, request.arrived)
+        headers = {**served.headers(), "x-hybridgate-upstream-model": completion.model}
         return JSONResponse(wire.render_completion(completion, req.model), headers=headers)
 
     async def embeddings(self, request: Request) -> Response | EventStreamResponse:
         body = await read_json(request, self.max_body_bytes)
         req, encoding = wire.parse_embedding_request(body)
-        _, answer = await self.gateway.embed(req)
-        payload: dict[str, Any] = wire.render_embeddings(answer.result, req.model)
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        ctx = self.gateway.context(request.identity, request.headers, metadata or {})
+        served, result = await self.gateway.embed(req, ctx, request.arrived)
+        payload: dict[str, Any] = wire.render_embeddings(result, req.model)
         if encoding == "base64":
             for item in payload["data"]:
                 item["embedding"] = _base64_floats(item["embedding"])
-        return JSONResponse(payload, headers=route_headers(answer.deployment, answer.attempts))
+        return JSONResponse(payload, headers=served.headers())
 
 
 def _base64_floats(vector: list[float]) -> str:

@@ -14,7 +14,6 @@ from typing import Protocol
 
 from hybridgate.api.asgi import EventStreamResponse
 from hybridgate.errors import HybridgateError
-from hybridgate.execution.executor import OpenStream
 from hybridgate.types import StreamEvent
 
 
@@ -24,7 +23,7 @@ class EventEncoder(Protocol):
     def error(self, err: HybridgateError) -> bytes: ...
 
 
-async def _relay(stream: OpenStream, encoder: EventEncoder) -> AsyncIterator[bytes]:
+async def _relay(stream: AsyncIterator[StreamEvent], encoder: EventEncoder) -> AsyncIterator[bytes]:
     try:
         async for event in stream:
             yield encoder.encode(event)
@@ -33,11 +32,13 @@ async def _relay(stream: OpenStream, encoder: EventEncoder) -> AsyncIterator[byt
     finally:
         # Runs on client disconnect too (the response cancels its producer): the upstream must be
         # told to stop at once, closing its connection or freeing the local slot.
-        with contextlib.suppress(HybridgateError):
-            await stream.aclose()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(HybridgateError):
+                await aclose()
 
 
 def sse_response(
-    stream: OpenStream, encoder: EventEncoder, headers: Mapping[str, str]
+    stream: AsyncIterator[StreamEvent], encoder: EventEncoder, headers: Mapping[str, str]
 ) -> EventStreamResponse:
     return EventStreamResponse(_relay(stream, encoder), headers)

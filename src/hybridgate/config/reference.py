@@ -13,9 +13,15 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from hybridgate.config.governance import DetectionConfig, GovernanceConfig, TenantPolicy
+from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
+from hybridgate.config.routing import LatencyBudget, WorkloadClass
 from hybridgate.config.schema import (
     AnthropicDeployment,
     AuthConfig,
+    ClientKey,
+    DecisionLogConfig,
+    ExpectedPerformance,
     GatewayConfig,
     LlamaCppDeployment,
     ModelConfig,
@@ -32,12 +38,23 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Top level", GatewayConfig),
     ("`server`", ServerConfig),
     ("`server.auth`", AuthConfig),
+    ("`server.auth.api_keys[]` (object form)", ClientKey),
     ("`deployments.<name>` with `type: openai`", OpenAIDeployment),
     ("`deployments.<name>` with `type: anthropic`", AnthropicDeployment),
     ("`deployments.<name>` with `type: llamacpp`", LlamaCppDeployment),
     ("`deployments.<name>` with `type: sandbox`", SandboxDeployment),
     ("`deployments.<name>.timeouts`", TimeoutsConfig),
+    ("`deployments.<name>.expected`", ExpectedPerformance),
+    ("`deployments.<name>.price`, `pricing.models.<model>`", TokenPrice),
+    ("`deployments.<name>.local_cost`, `pricing.local`", LocalCost),
     ("`models.<name>`", ModelConfig),
+    ("`classes.<name>`", WorkloadClass),
+    ("`classes.<name>.latency`", LatencyBudget),
+    ("`governance`", GovernanceConfig),
+    ("`governance.detection`", DetectionConfig),
+    ("`governance.tenants.<name>`", TenantPolicy),
+    ("`pricing`", PricingConfig),
+    ("`decision_log`", DecisionLogConfig),
 ]
 
 

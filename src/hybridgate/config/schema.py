@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from hybridgate.config.base import Name, Strict
+from hybridgate.config.governance import GovernanceConfig, Sensitivity
+from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
+from hybridgate.config.routing import LatencyBudget, WorkloadClass
 from hybridgate.types import Placement
 
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]*$")]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TimeoutsConfig(_Strict):
+class TimeoutsConfig(Strict):
     """Per-attempt deadlines (seconds)."""
 
     connect: float = Field(5.0, gt=0, description="TCP/TLS connect deadline.")
@@ -29,16 +27,30 @@ class TimeoutsConfig(_Strict):
     total: float = Field(300.0, gt=0, description="Deadline for the whole attempt, streaming included.")
 
 
-class AuthConfig(_Strict):
+class ClientKey(Strict):
+    """A client key with the defaults and limits of what it may ask for."""
+
+    key: SecretStr = Field(..., description="The key (use ${ENV}).")
+    tenant: Name = Field(
+        "default", description="The tenant its requests belong to (clients cannot change it)."
+    )
+    default_class: Name | None = Field(None, description="Workload class when the request names none.")
+    classes: list[Name] | None = Field(None, description="Classes it may use (default: all).")
+    region: str | None = Field(None, description="Origin region of its data (clients cannot change it).")
+    sensitivity: Sensitivity | None = Field(None, description="Minimum declared sensitivity of its requests.")
+
+
+class AuthConfig(Strict):
     """Client authentication. With no keys, auth is off (local development only: logged loudly)."""
 
-    api_keys: list[SecretStr] = Field(
+    api_keys: list[SecretStr | ClientKey] = Field(
         default_factory=list,
-        description="Accepted client keys (Authorization: Bearer KEY, or x-api-key). Empty = auth off.",
+        description="Accepted client keys (Authorization: Bearer KEY, or x-api-key): plain strings, or "
+        "objects with defaults (see ClientKey). Empty = auth off.",
     )
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=0, le=65535, description="Listen port (0 picks a free port).")
     max_body_bytes: int = Field(
@@ -49,7 +61,22 @@ class ServerConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
 
 
-class _DeploymentBase(_Strict):
+class ExpectedPerformance(Strict):
+    """Priors for the latency predictor, used until live measurements replace them."""
+
+    ttft_ms: float | None = Field(
+        None, gt=0, description="Time to first token with no queue (default by placement)."
+    )
+    tokens_per_s: float | None = Field(None, gt=0, description="Decode rate (default by placement).")
+    prefill_tokens_per_s: float | None = Field(
+        None, gt=0, description="Prompt processing rate (default by placement)."
+    )
+    concurrency: int | None = Field(
+        None, gt=0, description="Requests served in parallel (default: 1 for llamacpp, unbounded for cloud)."
+    )
+
+
+class _DeploymentBase(Strict):
     placement: Placement | None = Field(
         None, description="Where inference runs. Default: local for llamacpp, cloud otherwise."
     )
@@ -63,6 +90,15 @@ class _DeploymentBase(_Strict):
         False,
         description="If true, an unset ${ENV} in this deployment is a config error; "
         "otherwise the deployment is reported as unconfigured and skipped.",
+    )
+    expected: ExpectedPerformance = Field(
+        default_factory=ExpectedPerformance, description="Latency priors for the predictor."
+    )
+    price: TokenPrice | None = Field(
+        None, description="Token prices (cloud); default: the pricing table's entry for the upstream model."
+    )
+    local_cost: LocalCost | None = Field(
+        None, description="Hardware and energy cost (local placement); default: pricing.local."
     )
 
 
@@ -142,7 +178,7 @@ AnyDeployment = OpenAIDeployment | AnthropicDeployment | LlamaCppDeployment | Sa
 Deployment = Annotated[AnyDeployment, Field(discriminator="type")]
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """A logical model clients ask for, served by one or more deployments (tried in order)."""
 
     deployments: list[Name] = Field(..., min_length=1, description="Deployment names, in preference order.")
@@ -150,11 +186,35 @@ class ModelConfig(_Strict):
     aliases: list[Name] = Field(default_factory=list, description="Other names clients may use.")
 
 
-class GatewayConfig(_Strict):
+def _default_classes() -> dict[str, WorkloadClass]:
+    return {
+        "default": WorkloadClass(
+            description="Requests that name no class (generous budgets, local first)",
+            latency=LatencyBudget(p95_ms=30_000, p99_ms=60_000, ttft_ms=10_000),
+        )
+    }
+
+
+class DecisionLogConfig(Strict):
+    path: str | None = Field(
+        None, description="JSON-lines file for one record per request (relative to the config); none = off."
+    )
+
+
+class GatewayConfig(Strict):
     """Root of the configuration file."""
 
     version: Literal[1] = Field(1, description="Config format version.")
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
+    classes: dict[Name, WorkloadClass] = Field(
+        default_factory=_default_classes, description="Workload classes (QoS tiers), by name."
+    )
+    default_class: Name = Field("default", description="Class of requests that name none.")
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig, description="Data governance.")
+    pricing: PricingConfig = Field(default_factory=PricingConfig, description="Prices for the cost model.")
+    decision_log: DecisionLogConfig = Field(
+        default_factory=DecisionLogConfig, description="Where routing decisions are recorded."
+    )
     deployments: dict[Name, Deployment] = Field(
         ..., min_length=1, description="Concrete models on concrete runtimes/providers, by name."
     )

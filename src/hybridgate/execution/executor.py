@@ -3,7 +3,9 @@ that another deployment may not have, and report what happened.
 
 It is the only place that waits on backends. Failover decisions come from one policy object,
 :class:`FailoverPolicy`; streaming fails over transparently only before the first event (after
-that the API layer ends the stream with an explicit error event).
+that the API layer ends the stream with an explicit error event). Candidates the plan marks
+``redact`` receive the redacted request, and their answers are restored before anyone sees
+them. Every attempt is reported to an :class:`AttemptObserver` (live health statistics).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from hybridgate.backends.base import Backend
 from hybridgate.clock import Clock
@@ -24,7 +26,15 @@ from hybridgate.errors import (
     UpstreamError,
 )
 from hybridgate.policy.planner import Candidate, RoutePlan
-from hybridgate.types import Completion, EmbeddingRequest, EmbeddingResult, InferenceRequest, StreamEvent
+from hybridgate.types import (
+    Completion,
+    EmbeddingRequest,
+    EmbeddingResult,
+    InferenceRequest,
+    StreamEnd,
+    StreamEvent,
+    Usage,
+)
 
 T = TypeVar("T")
 
@@ -40,11 +50,72 @@ class FailoverPolicy:
         return error.kind not in _RETURN_AS_IS
 
 
+class AttemptObserver(Protocol):
+    """Receives every attempt's life: the live health statistics implement it."""
+
+    def started(self, deployment: str) -> None: ...
+
+    def succeeded(
+        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float
+    ) -> None: ...
+
+    def failed(self, deployment: str, kind: str) -> None: ...
+
+    def finished(self, deployment: str) -> None: ...
+
+
+class _NoObserver:
+    def started(self, deployment: str) -> None:
+        pass
+
+    def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
+        pass
+
+    def failed(self, deployment: str, kind: str) -> None:
+        pass
+
+    def finished(self, deployment: str) -> None:
+        pass
+
+
+class StreamRestoring(Protocol):
+    def feed(self, event: StreamEvent) -> list[StreamEvent]: ...
+
+    def flush(self) -> list[StreamEvent]: ...
+
+
+class Restoring(Protocol):
+    """Turns a redacted answer back into the real one (placeholders replaced by their values)."""
+
+    def restore_completion(self, completion: Completion) -> Completion: ...
+
+    def stream_restorer(self) -> StreamRestoring: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What to send: the request, and its redacted form for candidates that must not see it all."""
+
+    request: InferenceRequest
+    redacted: InferenceRequest | None = None
+    restorer: Restoring | None = None
+
+    def for_candidate(self, candidate: Candidate) -> InferenceRequest:
+        if candidate.redact:
+            if self.redacted is None:  # a plan that needs redaction without it: never send
+                raise BackendUnavailable(
+                    f"{candidate.deployment}: redaction required but unavailable",
+                    deployment=candidate.deployment,
+                )
+            return self.redacted
+        return self.request
+
+
 @dataclass(slots=True)
 class Attempt:
     deployment: str
     started: float
-    duration: float = 0.0
+    duration: float = 0.0  # to the answer; for a stream, to its first event
     error: UpstreamError | None = None
 
     @property
@@ -76,9 +147,7 @@ class OpenStream:
             yield event
 
     async def aclose(self) -> None:
-        aclose = getattr(self._rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(self._rest)
 
 
 def _all_failed(plan: RoutePlan, attempts: list[Attempt]) -> NoRouteAvailable:
@@ -105,10 +174,15 @@ class Executor:
     """Runs plans against the live backends."""
 
     def __init__(
-        self, backends: Mapping[str, Backend], clock: Clock, policy: FailoverPolicy | None = None
+        self,
+        backends: Mapping[str, Backend],
+        clock: Clock,
+        observer: AttemptObserver | None = None,
+        policy: FailoverPolicy | None = None,
     ) -> None:
         self._backends = backends
         self._clock = clock
+        self._observer: AttemptObserver = observer or _NoObserver()
         self._policy = policy or FailoverPolicy()
 
     def _backend(self, candidate: Candidate) -> Backend:
@@ -120,37 +194,55 @@ class Executor:
     def _failed(self, attempt: Attempt, error: UpstreamError) -> None:
         attempt.duration = self._clock.monotonic() - attempt.started
         attempt.error = error
+        self._observer.failed(attempt.deployment, error.kind.value)
         if not self._policy.fails_over(error):
             raise error
 
     async def _run(self, plan: RoutePlan, call: Callable[[Backend, Candidate], Awaitable[T]]) -> Answer[T]:
         attempts: list[Attempt] = []
+        observer = self._observer
         for candidate in plan.candidates:
             attempt = Attempt(candidate.deployment, self._clock.monotonic())
             attempts.append(attempt)
+            observer.started(candidate.deployment)
             try:
                 result = await call(self._backend(candidate), candidate)
             except UpstreamError as exc:
                 self._failed(attempt, exc)
                 continue
+            finally:
+                observer.finished(candidate.deployment)
             attempt.duration = self._clock.monotonic() - attempt.started
             return Answer(result, candidate.deployment, attempts)
         raise _all_failed(plan, attempts)
 
-    async def complete(self, plan: RoutePlan, request: InferenceRequest) -> Answer[Completion]:
-        return await self._run(plan, lambda backend, c: backend.complete(request, c.timeouts))
+    async def complete(self, plan: RoutePlan, payload: Payload) -> Answer[Completion]:
+        async def call(backend: Backend, candidate: Candidate) -> Completion:
+            started = self._clock.monotonic()
+            completion = await backend.complete(payload.for_candidate(candidate), candidate.timeouts)
+            self._observer.succeeded(
+                candidate.deployment,
+                usage=completion.usage,
+                ttft_s=None,
+                duration_s=self._clock.monotonic() - started,
+            )
+            if candidate.redact and payload.restorer is not None:
+                completion = payload.restorer.restore_completion(completion)
+            return completion
+
+        return await self._run(plan, call)
 
     async def embed(self, plan: RoutePlan, request: EmbeddingRequest) -> Answer[EmbeddingResult]:
         return await self._run(plan, lambda backend, c: backend.embed(request, c.timeouts))
 
-    async def open_stream(self, plan: RoutePlan, request: InferenceRequest) -> OpenStream:
+    async def open_stream(self, plan: RoutePlan, payload: Payload) -> OpenStream:
         attempts: list[Attempt] = []
         for candidate in plan.candidates:
             attempt = Attempt(candidate.deployment, self._clock.monotonic())
             attempts.append(attempt)
             stream: AsyncIterator[StreamEvent] | None = None
             try:
-                stream = self._backend(candidate).stream(request, candidate.timeouts)
+                stream = self._observed(candidate, payload, attempt.started)
                 first = await anext(stream)
             except UpstreamError as exc:
                 if stream is not None:
@@ -158,19 +250,55 @@ class Executor:
                 self._failed(attempt, exc)
                 continue
             except StopAsyncIteration:
-                self._failed(
-                    attempt,
-                    UpstreamError(f"{candidate.deployment}: empty stream", deployment=candidate.deployment),
+                error = UpstreamError(
+                    f"{candidate.deployment}: empty stream", deployment=candidate.deployment
                 )
+                self._failed(attempt, error)
                 continue
+            attempt.duration = self._clock.monotonic() - attempt.started
             return OpenStream(candidate.deployment, attempts, first, stream)
         raise _all_failed(plan, attempts)
+
+    async def _observed(
+        self, candidate: Candidate, payload: Payload, started: float
+    ) -> AsyncIterator[StreamEvent]:
+        """The candidate's stream, restored if it was redacted, with its life reported."""
+        observer = self._observer
+        deployment = candidate.deployment
+        observer.started(deployment)
+        restorer = payload.restorer.stream_restorer() if candidate.redact and payload.restorer else None
+        ttft: float | None = None
+        try:
+            stream = self._backend(candidate).stream(payload.for_candidate(candidate), candidate.timeouts)
+            try:
+                async for event in stream:
+                    if ttft is None:
+                        ttft = self._clock.monotonic() - started
+                    if isinstance(event, StreamEnd):
+                        duration = self._clock.monotonic() - started
+                        observer.succeeded(deployment, usage=event.usage, ttft_s=ttft, duration_s=duration)
+                    if restorer is None:
+                        yield event
+                    else:
+                        for restored in restorer.feed(event):
+                            yield restored
+            finally:
+                await _close(stream)
+        except UpstreamError as exc:
+            observer.failed(deployment, exc.kind.value)
+            if restorer is not None:
+                # Release what the restorer holds (a partial placeholder) before the error event.
+                for restored in restorer.flush():
+                    yield restored
+            raise
+        finally:
+            observer.finished(deployment)
 
 
 async def _close(stream: AsyncIterator[StreamEvent]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return
-    # The attempt already failed; an error while closing it cannot make that worse.
+    # The attempt already failed or finished; an error while closing it cannot make that worse.
     with contextlib.suppress(HybridgateError):
         await aclose()

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
+
+from hybridgate.health.predictor import PerfEstimate
 
 
 class DeploymentState(StrEnum):
@@ -19,10 +22,10 @@ class DeploymentState(StrEnum):
     UNCONFIGURED = "unconfigured"
 
 
-@dataclass(frozen=True, slots=True)
-class DeploymentHealth:
+class DeploymentHealth(NamedTuple):
     state: DeploymentState
     detail: str = ""
+    perf: PerfEstimate | None = None  # None: nothing known (the predictor's priors apply)
 
     @property
     def routable(self) -> bool:

@@ -1,167 +1,428 @@
-"""The planner: a pure function from (request, routing table, health snapshot) to a RoutePlan.
+"""The planner: a pure function from a request and what is known now to a RoutePlan.
 
-No awaits, no I/O, no clock reads: for equal inputs it returns equal plans. The server, the
-``explain`` command and the simulator call this same code.
+    plan_chat(request, ctx, data, snapshot, policy) -> RoutePlan (candidates + Explanation)
+
+No awaits, no I/O, no clock: equal inputs give equal plans, so the server, ``hybridgate
+explain`` and the simulator run the same code. For each deployment of the requested model it
+decides keep or drop, and why (health, capability, placement preference, data governance,
+residency, cost ceiling); for each one kept it predicts latency (p95 against the class budget)
+and cost; then it orders them by the class's preference:
+
+1. candidates that meet the budget on the preferred placement (local for ``local-first``),
+2. candidates that meet the budget elsewhere (this is the spill to the cloud),
+3. the rest, fastest first;
+
+within a tier the cheapest first. So a local-first class stays local while local meets its
+budget, and spills to the cloud exactly when the local queue would break it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from hybridgate.backends.base import Capabilities
-from hybridgate.errors import ContextLengthExceeded, ModelNotFound, NoRouteAvailable, UnsupportedFeature
-from hybridgate.health.snapshot import HealthSnapshot
-from hybridgate.types import ImagePart, InferenceRequest, Timeouts
-
-Operation = Literal["chat", "embeddings"]
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSpec:
-    """What the planner knows of a deployment: static facts from config and the adapter."""
-
-    name: str
-    capabilities: Capabilities
-    timeouts: Timeouts
-
-
-@dataclass(frozen=True, slots=True)
-class LogicalModel:
-    name: str
-    deployments: tuple[str, ...]
-    description: str = ""
+from hybridgate.config.routing import WorkloadClass
+from hybridgate.errors import ContextLengthExceeded, NoRouteAvailable, PermissionDenied, UnsupportedFeature
+from hybridgate.health.predictor import DECODE_TAIL
+from hybridgate.health.snapshot import DeploymentState, HealthSnapshot
+from hybridgate.policy.context import RequestContext
+from hybridgate.policy.explain import Budget, Explanation, Verdict
+from hybridgate.policy.governance import DataDecision, DataProfile, decide
+from hybridgate.policy.table import (
+    NEEDS_CHAT,
+    NEEDS_IMAGES,
+    NEEDS_STREAM,
+    NEEDS_TOOLS,
+    DeploymentSpec,
+    Policy,
+)
+from hybridgate.types import EmbeddingRequest, InferenceRequest, Timeouts
 
 
-@dataclass(frozen=True)
-class RoutingTable:
-    """Compiled once at start-up: model names (and aliases) to logical models, and the deployments."""
-
-    models: Mapping[str, LogicalModel]
-    deployments: Mapping[str, DeploymentSpec]
-
-    def resolve(self, requested: str) -> LogicalModel:
-        model = self.models.get(requested)
-        if model is None:
-            raise ModelNotFound(f"model {requested!r} does not exist", param="model")
-        return model
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Why one candidate was kept or dropped."""
+class Candidate(NamedTuple):
+    """One deployment to try, with what the planner predicted for it."""
 
     deployment: str
-    accepted: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    model: str
-    verdicts: tuple[Verdict, ...]
-    summary: str
+    placement: str
+    configured: Timeouts  # the deployment's own deadlines
+    budget: Budget | None = None
+    redact: bool = False
+    predicted_s: float | None = None  # expected latency
+    predicted_p95_s: float | None = None
+    predicted_ttft_p95_s: float | None = None
+    estimated_cost_usd: float | None = None
 
     @property
-    def order(self) -> tuple[str, ...]:
-        return tuple(v.deployment for v in self.verdicts if v.accepted)
+    def timeouts(self) -> Timeouts:
+        """This attempt's deadlines (worked out when the attempt is made: most plans use one)."""
+        if self.budget is None or self.predicted_p95_s is None:
+            return self.configured
+        return attempt_timeouts(self.configured, self.budget, self.predicted_p95_s)
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    deployment: str
-    timeouts: Timeouts
-    placement: str
+class HedgeSpec:
+    """Send the same request to the next candidate if no token arrived after ``after_s``."""
+
+    after_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     model: str
+    workload_class: str
+    priority: int
     candidates: tuple[Candidate, ...]
-    explanation: Explanation = field(compare=False)
+    explanation: Explanation
+    hedge: HedgeSpec | None = None
+
+    @property
+    def needs_redaction(self) -> bool:
+        return any(c.redact for c in self.candidates)
+
+
+def budget_of(cls: WorkloadClass, ctx: RequestContext) -> Budget:
+    """The class budget, or the request's own (tighter or looser) when it declares one."""
+    latency = cls.latency
+    if ctx.latency_budget_ms is None:
+        return Budget(latency.p95_ms, latency.p99_ms, latency.ttft_ms)
+    requested = ctx.latency_budget_ms
+    return Budget(requested, requested, min(latency.ttft_ms, requested))
+
+
+def attempt_timeouts(configured: Timeouts, budget: Budget, predicted_p95_s: float) -> Timeouts:
+    """Per-attempt deadlines from the budget, never looser than the deployment's own.
+
+    A silent provider cannot hold a request past its budget; a healthy answer that streams
+    longer than the p99 budget (a long generation) may run to twice its own predicted p95.
+    """
+    ttft_s = budget.ttft_ms / 1000.0
+    p99_s = budget.p99_ms / 1000.0
+    total = min(configured.total, max(p99_s, 2.0 * predicted_p95_s))
+    return Timeouts(
+        connect=min(configured.connect, max(0.5, ttft_s)),
+        first_token=min(configured.first_token, 2.0 * ttft_s, total),
+        idle=min(configured.idle, max(1.0, ttft_s), total),
+        total=total,
+    )
+
+
+class _Needs(NamedTuple):
+    """What a request needs of a deployment, worked out in one pass per plan."""
+
+    prompt_tokens: int
+    tokens: int  # prompt estimate + max_tokens
+    tools: bool
+    stream: bool
+    images: bool
+
+    @property
+    def mask(self) -> int:
+        """The features needed, as NEEDS_* bits (see :func:`hybridgate.policy.table.lacking`)."""
+        tools = NEEDS_TOOLS if self.tools else 0
+        return (
+            NEEDS_CHAT | tools | (NEEDS_STREAM if self.stream else 0) | (NEEDS_IMAGES if self.images else 0)
+        )
+
+    @staticmethod
+    def of(request: InferenceRequest) -> _Needs:
+        chars = 0
+        images = False
+        for m in request.messages:
+            chars += 16
+            for part in m.content:
+                if part.type == "text":
+                    chars += len(part.text)
+                else:
+                    chars += 3000
+                    images = True
+            for call in m.tool_calls:
+                chars += len(call.name) + len(call.arguments)
+        for tool in request.tools:
+            chars += len(tool.name) + len(tool.description or "") + 64 * len(tool.parameters)
+        prompt = chars // 4 + 1
+        return _Needs(prompt, prompt + (request.max_tokens or 1), bool(request.tools), request.stream, images)
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
     """A cheap upper-leaning estimate (about 4 characters per token, plus per-message overhead)."""
-    chars = 0
-    for m in request.messages:
-        chars += 16
-        for part in m.content:
-            chars += len(part.text) if part.type == "text" else 3000
-        for call in m.tool_calls:
-            chars += len(call.name) + len(call.arguments)
-    for tool in request.tools:
-        chars += len(tool.name) + len(tool.description or "") + 64 * len(tool.parameters)
-    return chars // 4 + 1
+    return _Needs.of(request).prompt_tokens
 
 
-def _reject_reason(request: InferenceRequest, caps: Capabilities, prompt_tokens: int) -> str | None:
+def _capability_problem(needs: _Needs, caps: Capabilities) -> str | None:
     if not caps.chat:
         return "does not serve chat"
-    if request.tools and not caps.tools:
+    if needs.tools and not caps.tools:
         return "does not support tools"
-    if request.stream and not caps.streaming:
+    if needs.stream and not caps.streaming:
         return "does not support streaming"
-    if not caps.vision and any(isinstance(p, ImagePart) for m in request.messages for p in m.content):
+    if needs.images and not caps.vision:
         return "does not accept images"
-    wanted = prompt_tokens + (request.max_tokens or 1)
-    if wanted > caps.context_window:
-        return f"context window {caps.context_window} < ~{wanted} tokens"
+    if needs.tokens > caps.context_window:
+        return f"context window {caps.context_window} < ~{needs.tokens} tokens"
     return None
 
 
-def plan_chat(request: InferenceRequest, table: RoutingTable, snapshot: HealthSnapshot) -> RoutePlan:
-    """Candidates for a chat request, in order. Raises when none is acceptable."""
-    model = table.resolve(request.model)
-    prompt_tokens = estimate_prompt_tokens(request)
-    verdicts: list[Verdict] = []
-    candidates: list[Candidate] = []
+def _placement_rules(cls: WorkloadClass, data: DataDecision) -> tuple[str | None, str | None]:
+    """(why cloud is excluded, why local is excluded) for this class and data, or None."""
+    cloud: str | None = None
+    if cls.placement == "local-only":
+        cloud = "class is local-only"
+    elif not data.cloud_allowed:
+        cloud = f"data governance: {data.rule}"
+    local = "class is cloud-only" if cls.placement == "cloud-only" else None
+    return cloud, local
+
+
+def _placement_problem(
+    caps: Capabilities, no_cloud: str | None, no_local: str | None, regions: frozenset[str] | None
+) -> str | None:
+    """Placement preference, data governance and residency, for one deployment."""
+    if caps.placement != "cloud":
+        return no_local
+    if no_cloud is not None:
+        return no_cloud
+    if regions is not None and caps.region not in regions:
+        return f"residency: region {caps.region!r} not allowed (allowed: {', '.join(sorted(regions))})"
+    return None
+
+
+class _Scored(NamedTuple):
+    position: int  # in the model's configured order
+    spec: DeploymentSpec
+    queue_wait_s: float
+    ttft_p95_s: float
+    expected_s: float
+    p95_s: float
+    cost_usd: float
+    meets: bool
+
+
+def _order(scored: Sequence[_Scored], cls: WorkloadClass) -> list[_Scored]:
+    preferred = "cloud" if cls.placement in ("cloud-first", "cloud-only") else "local"
+
+    def key(s: _Scored) -> tuple[int, float, float, int]:
+        if not s.meets:
+            return (2, s.p95_s, s.cost_usd, s.position)
+        tier = 0 if s.spec.capabilities.placement == preferred else 1
+        return (tier, s.cost_usd, s.p95_s, s.position)
+
+    return sorted(scored, key=key)
+
+
+def _summary(order: Sequence[_Scored], budget: Budget, cls: WorkloadClass) -> str:
+    if not order:
+        return "no eligible deployment"
+    first = order[0]
+    p95, ttft = round(first.p95_s * 1000), round(first.ttft_p95_s * 1000)
+    head = f"{cls.placement}: {first.spec.name} ({first.spec.capabilities.placement})"
+    if not first.meets:
+        wanted = f"p95 {budget.p95_ms:.0f} ms, first token {budget.ttft_ms:.0f} ms"
+        return f"{head} is the fastest, but no deployment meets the budget ({wanted}; predicted {p95}/{ttft})"
+    preferred = "cloud" if cls.placement in ("cloud-first", "cloud-only") else "local"
+    spilled = first.spec.capabilities.placement != preferred and cls.placement.endswith("-first")
+    why = f"meets the budget (predicted p95 {p95} ms <= {budget.p95_ms:.0f} ms) at ${first.cost_usd:.6f}"
+    if spilled:
+        return f"{head} {why}; no {preferred} deployment meets the budget (spill)"
+    return f"{head} {why}"
+
+
+def plan_chat(
+    request: InferenceRequest,
+    ctx: RequestContext,
+    profile: DataProfile,
+    snapshot: HealthSnapshot,
+    policy: Policy,
+) -> RoutePlan:
+    """Candidates for a chat request in order, with the Explanation. Raises when none is acceptable."""
+    model = policy.resolve(request.model)
+    cls = policy.classes[ctx.workload_class]
+    if cls.models and model.name not in cls.models:
+        raise PermissionDenied(f"workload class {ctx.workload_class!r} may not use model {model.name!r}")
+    data = policy.decide(profile, ctx, cls)
+    budget = policy.budgets[ctx.workload_class] if ctx.latency_budget_ms is None else budget_of(cls, ctx)
+    needs = _Needs.of(request)
+    needed, tokens = needs.mask, needs.tokens
+    prompt, output = needs.prompt_tokens, request.max_tokens or cls.expected_output_tokens
+    n_bytes, origin = 4 * (prompt + output), ctx.region
+    ceiling = cls.max_cost_usd
+    if ctx.max_cost_usd is not None and (ceiling is None or ctx.max_cost_usd < ceiling):
+        ceiling = ctx.max_cost_usd
+    p95_budget_s, ttft_budget_s = budget.p95_ms / 1000.0, budget.ttft_ms / 1000.0
+    no_cloud, no_local = _placement_rules(cls, data)
+    regions = data.allowed_regions
+    # The hot loop (a plan is made for every request; 20 deployments must take microseconds):
+    # it inlines the arithmetic of health.predictor.predict and CostModel.estimate (a test
+    # checks they agree) and records just enough to order the candidates. The Explanation's
+    # verdicts are built from these records on demand.
+    rejected: list[tuple[int, str, str]] = []  # (position, deployment, reason)
+    scored: list[_Scored] = []
     too_small = 0
-    for name in model.deployments:
-        spec = table.deployments[name]
-        health = snapshot.of(name)
-        reason = None if health.routable else f"{health.state.value}: {health.detail}".rstrip(": ")
-        if reason is None:
-            reason = _reject_reason(request, spec.capabilities, prompt_tokens)
-            too_small += reason is not None and reason.startswith("context window")
-        if reason is None:
-            verdicts.append(Verdict(name, True, "capable and ready"))
-            candidates.append(Candidate(name, spec.timeouts, spec.capabilities.placement))
+    states = snapshot.deployments
+    for position, name in enumerate(model.deployments):
+        spec = policy.deployments[name]
+        health = states.get(name)
+        if health is None or health.state is not DeploymentState.READY:
+            reason = f"{health.state.value}: {health.detail}".rstrip(": ") if health else "no health known"
+            rejected.append((position, name, reason))
+            continue
+        caps = spec.capabilities
+        problem = None
+        if spec.lacks & needed or tokens > caps.context_window:
+            problem = _capability_problem(needs, caps)
+            too_small += problem is not None and problem.startswith("context window")
+        elif caps.placement != "cloud":
+            problem = no_local
+        elif no_cloud is not None or (regions is not None and caps.region not in regions):
+            problem = _placement_problem(caps, no_cloud, no_local, regions)  # the reason, worded once
+        if problem is not None:
+            rejected.append((position, name, problem))
+            continue
+        perf = health.perf or spec.prior
+        slots, in_flight = perf.concurrency, perf.in_flight
+        wait = (
+            (in_flight - slots + 1) * perf.service_s / slots
+            if slots is not None and in_flight >= slots
+            else 0.0
+        )
+        prefill = prompt / perf.prefill_tokens_per_s
+        decode = output / perf.tokens_per_s
+        ttft_p95 = wait + perf.ttft_p95_s + prefill
+        p95 = ttft_p95 + decode * DECODE_TAIL
+        expected = wait + perf.ttft_p50_s + prefill + decode
+        prices = spec.cost
+        if prices.placement == "local":
+            cost = expected * prices.compute_per_second
         else:
-            verdicts.append(Verdict(name, False, reason))
-    summary = f"{len(candidates)} of {len(verdicts)} deployments eligible; tried in configured order"
-    explanation = Explanation(model.name, tuple(verdicts), summary)
-    if not candidates:
-        _raise_no_candidate(model.name, verdicts, too_small)
-    return RoutePlan(model.name, tuple(candidates), explanation)
+            egress = prices.egress_per_byte.get(origin, prices.default_egress_per_byte)
+            cost = prompt * prices.input_per_token + output * prices.output_per_token + n_bytes * egress
+        if ceiling is not None and cost > ceiling:
+            rejected.append(
+                (position, name, f"estimated ${cost:.6f} exceeds the ${ceiling:.6f} cost ceiling")
+            )
+            continue
+        meets = p95 <= p95_budget_s and ttft_p95 <= ttft_budget_s
+        scored.append(_Scored(position, spec, wait, ttft_p95, expected, p95, cost, meets))
+    order = _order(scored, cls)
+    explanation = Explanation(
+        model=model.name,
+        workload_class=ctx.workload_class,
+        placement=cls.placement,
+        budget=budget,
+        data=data,
+        verdicts=lambda: _verdicts(policy, rejected, scored, data),
+        order=tuple(s.spec.name for s in order),
+        summary=_summary(order, budget, cls),
+    )
+    if not order:
+        _raise_no_candidate(model.name, explanation.verdicts, too_small)
+    redact = data.redact
+    candidates = tuple(
+        Candidate(
+            s.spec.name,
+            s.spec.capabilities.placement,
+            s.spec.timeouts,
+            budget,
+            redact and s.spec.capabilities.placement == "cloud",
+            s.expected_s,
+            s.p95_s,
+            s.ttft_p95_s,
+            s.cost_usd,
+        )
+        for s in order
+    )
+    hedge = HedgeSpec(order[0].ttft_p95_s) if cls.hedge and len(order) > 1 else None
+    return RoutePlan(model.name, ctx.workload_class, cls.priority, candidates, explanation, hedge)
 
 
-def plan_embeddings(model_name: str, table: RoutingTable, snapshot: HealthSnapshot) -> RoutePlan:
-    model = table.resolve(model_name)
+def _verdicts(
+    policy: Policy,
+    rejected: Sequence[tuple[int, str, str]],
+    scored: Sequence[_Scored],
+    data: DataDecision,
+) -> tuple[Verdict, ...]:
+    """Every candidate's verdict, in the model's configured order."""
+    entries: list[tuple[int, Verdict]] = []
+    for position, name, reason in rejected:
+        caps = policy.deployments[name].capabilities
+        entries.append((position, Verdict(name, caps.placement, caps.region, False, reason)))
+    for s in scored:
+        caps = s.spec.capabilities
+        redact = data.redact and caps.placement == "cloud"
+        verdict = Verdict.scored(
+            s.spec.name,
+            caps.placement,
+            caps.region,
+            (s.queue_wait_s, s.ttft_p95_s, s.expected_s, s.p95_s),
+            (s.cost_usd, s.spec.cost.priced),
+            s.meets,
+            redact,
+        )
+        entries.append((s.position, verdict))
+    return tuple(v for _, v in sorted(entries, key=lambda e: e[0]))
+
+
+def plan_embeddings(
+    request: EmbeddingRequest,
+    ctx: RequestContext,
+    profile: DataProfile,
+    snapshot: HealthSnapshot,
+    policy: Policy,
+) -> RoutePlan:
+    """Candidates for an embeddings request: capability, health and governance (no redaction:
+    redacted text would embed to a different vector, so sensitive inputs stay local)."""
+    model = policy.resolve(request.model)
+    cls = policy.classes[ctx.workload_class]
+    data = decide(profile, ctx, cls, policy.governance)
+    if data.redact:
+        data = DataDecision(
+            True,
+            False,
+            False,
+            f"{data.rule}; embeddings are not redacted: keep local",
+            data.allowed_regions,
+            data.kinds,
+        )
+    no_cloud, no_local = _placement_rules(cls, data)
     verdicts: list[Verdict] = []
     candidates: list[Candidate] = []
     for name in model.deployments:
-        spec = table.deployments[name]
+        spec = policy.deployments[name]
+        caps = spec.capabilities
         health = snapshot.of(name)
-        if not spec.capabilities.embeddings:
-            verdicts.append(Verdict(name, False, "does not serve embeddings"))
+        problem = None
+        if not caps.embeddings:
+            problem = "does not serve embeddings"
         elif not health.routable:
-            verdicts.append(Verdict(name, False, f"{health.state.value}: {health.detail}".rstrip(": ")))
+            problem = f"{health.state.value}: {health.detail}".rstrip(": ")
         else:
-            verdicts.append(Verdict(name, True, "capable and ready"))
-            candidates.append(Candidate(name, spec.timeouts, spec.capabilities.placement))
+            problem = _placement_problem(caps, no_cloud, no_local, data.allowed_regions)
+        if problem is not None:
+            verdicts.append(Verdict(name, caps.placement, caps.region, False, problem))
+            continue
+        verdicts.append(Verdict(name, caps.placement, caps.region, True, "capable, ready and allowed"))
+        candidates.append(Candidate(name, caps.placement, spec.timeouts))
+    budget = budget_of(cls, ctx)
     explanation = Explanation(
-        model.name, tuple(verdicts), f"{len(candidates)} embedding deployments eligible"
+        model=model.name,
+        workload_class=ctx.workload_class,
+        placement=cls.placement,
+        budget=budget,
+        data=data,
+        verdicts=tuple(verdicts),
+        order=tuple(c.deployment for c in candidates),
+        summary=f"{len(candidates)} embedding deployment(s) eligible, in configured order",
     )
     if not candidates:
-        if not any(table.deployments[n].capabilities.embeddings for n in model.deployments):
+        if not any(policy.deployments[n].capabilities.embeddings for n in model.deployments):
             raise UnsupportedFeature(f"model {model.name!r} does not serve embeddings", param="model")
         _raise_no_candidate(model.name, verdicts, 0)
-    return RoutePlan(model.name, tuple(candidates), explanation)
+    return RoutePlan(model.name, ctx.workload_class, cls.priority, tuple(candidates), explanation)
 
 
-def _raise_no_candidate(model: str, verdicts: list[Verdict], too_small: int) -> None:
+def _raise_no_candidate(model: str, verdicts: Sequence[Verdict], too_small: int) -> None:
     detail = "; ".join(f"{v.deployment}: {v.reason}" for v in verdicts)
     if too_small and too_small == len(verdicts):
         raise ContextLengthExceeded(
@@ -171,18 +432,4 @@ def _raise_no_candidate(model: str, verdicts: list[Verdict], too_small: int) -> 
     capability = [v for v in verdicts if v.reason.startswith("does not")]
     if capability and len(capability) == len(verdicts):
         raise UnsupportedFeature(f"no deployment of {model!r} can serve this request ({detail})")
-    raise NoRouteAvailable(f"no deployment of {model!r} is available ({detail})")
-
-
-def build_table(
-    models: Mapping[str, tuple[tuple[str, ...], str, tuple[str, ...]]],
-    deployments: Mapping[str, DeploymentSpec],
-) -> RoutingTable:
-    """``models`` maps name -> (deployments, description, aliases)."""
-    table: dict[str, LogicalModel] = {}
-    for name, (deps, description, aliases) in models.items():
-        logical = LogicalModel(name, deps, description)
-        table[name] = logical
-        for alias in aliases:
-            table[alias] = logical
-    return RoutingTable(models=table, deployments=dict(deployments))
+    raise NoRouteAvailable(f"no deployment of {model!r} is acceptable ({detail})")

@@ -19,9 +19,11 @@ import asyncio
 import math
 import os
 import random
+import re
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +33,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from hybridgate.sandbox.anthropic_api import AnthropicCodec
-from hybridgate.sandbox.base import BadRequest, Codec, ErrorReply, reported_model
+from hybridgate.sandbox.base import Answer, BadRequest, Codec, ErrorReply, reported_model
 from hybridgate.sandbox.faults import FaultBook, FaultRule
 from hybridgate.sandbox.openai_api import OpenAICodec, parse_embeddings, render_embeddings
 from hybridgate.sandbox.profile import Profile
@@ -71,6 +73,27 @@ def _reset_connection(request: web.Request) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+def _last_user_text(body: Any) -> str:
+    """The text of the last user message of an OpenAI or Anthropic body."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _echo(body: Any, max_tokens: int | None) -> Answer:
+    """An answer that repeats the last user message, a word (with its spacing) per token."""
+    pieces = re.findall(r"\s*\S+", _last_user_text(body)) or ["(empty)"]
+    if max_tokens is not None and len(pieces) > max_tokens:
+        return Answer(tuple(pieces[:max_tokens]), "length")
+    return Answer(tuple(pieces), "stop")
 
 
 def _fault_reply(fault: FaultRule, tokens: int, limit: int) -> ErrorReply | None:
@@ -159,6 +182,10 @@ class SandboxServer:
             {"object": "list", "data": models, "has_more": False, "first_id": names[0], "last_id": names[-1]}
         )
         self._runner: web.AppRunner | None = None
+        # Test aids: keep the bodies received (to check what a "cloud" was sent), and answer
+        # with the last user message instead of synthetic text (to check what comes back).
+        self.captured: deque[dict[str, Any]] | None = None
+        self.echo = False
         self.app = self._build_app()
 
     def _build_app(self) -> web.Application:
@@ -174,6 +201,8 @@ class SandboxServer:
         app.router.add_get("/sandbox/stats", self._get_stats)
         app.router.add_post("/sandbox/reset", self._reset_stats)
         app.router.add_get("/sandbox/info", self._info)
+        app.router.add_post("/sandbox/capture", self._set_capture)
+        app.router.add_get("/sandbox/captured", self._get_captured)
         return app
 
     # ------------------------------------------------------------------ lifecycle
@@ -216,6 +245,8 @@ class SandboxServer:
         fields = body if isinstance(body, dict) else {}
         model = fields.get("model") if isinstance(fields.get("model"), str) else None
         record = self.stats.arrive(endpoint, arrival, model, fields.get("stream") is True)
+        if self.captured is not None:
+            self.captured.append({"endpoint": endpoint, "body": body})
         try:
             return await serve(request, codec, body, record)
         except BadRequest as exc:
@@ -272,7 +303,7 @@ class SandboxServer:
         record.slow, record.planned_ttft_s = timing.slow, timing.ttft_s + extra
         if timing.token_interval_s:
             record.planned_tps = 1.0 / timing.token_interval_s
-        answer = self._synth.compose(job)
+        answer = _echo(body, job.max_tokens) if self.echo else self._synth.compose(job)
         request_id = f"sbx{self.seed}{record.seq:010d}"
         async with self._slots.hold(record):
             first_at = time.monotonic() + timing.ttft_s + extra
@@ -363,6 +394,21 @@ class SandboxServer:
     async def _reset_stats(self, request: web.Request) -> web.Response:
         self.stats.reset()
         return _json({"ok": True})
+
+    async def _set_capture(self, request: web.Request) -> web.Response:
+        """``{"enabled": bool, "echo": bool, "size": int}``: keep request bodies / echo prompts."""
+        body = _loads(await request.read())
+        if not isinstance(body, dict):
+            return _json({"error": "expected a JSON object"}, 400)
+        enabled, size = bool(body.get("enabled", True)), body.get("size", 256)
+        if not isinstance(size, int) or size < 1:
+            return _json({"error": "size must be a positive integer"}, 400)
+        self.captured = deque(maxlen=size) if enabled else None
+        self.echo = bool(body.get("echo", False))
+        return _json({"enabled": enabled, "echo": self.echo, "size": size})
+
+    async def _get_captured(self, request: web.Request) -> web.Response:
+        return _json({"requests": list(self.captured or ())})
 
     async def _info(self, request: web.Request) -> web.Response:
         return _json(
