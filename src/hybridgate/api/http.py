@@ -52,6 +52,7 @@ class Authenticator:
 
     def __init__(self, keys: Iterable[SecretStr | ClientKey]) -> None:
         self._keys: list[tuple[bytes, ClientIdentity]] = []
+        self._verified: dict[str, ClientIdentity] = {}
         for entry in keys:
             secret = (
                 entry.get_secret_value() if isinstance(entry, SecretStr) else entry.key.get_secret_value()
@@ -75,13 +76,17 @@ class Authenticator:
             raise AuthenticationFailed(
                 "missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')"
             )
+        found = self._verified.get(token)
+        if found is not None:
+            return found
         digest = hashlib.sha256(token.encode()).digest()
-        found: ClientIdentity | None = None
         for known, identity in self._keys:  # every key is compared: timing does not tell which matched
             if hmac.compare_digest(digest, known):
                 found = identity
         if found is None:
             raise AuthenticationFailed("invalid API key")
+        # Only valid keys are remembered, so the map is bounded by the configured keys.
+        self._verified[token] = found
         return found
 
 

@@ -170,5 +170,9 @@ class Explanation:
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    clean = (
+        text
+        if text.isascii() and text.isprintable()
+        else "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    )
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."

@@ -68,6 +68,9 @@ class Detector(Protocol):
 
 Validator = Callable[[re.Match[str]], tuple[int, int] | None]
 
+# Most detectors look for numbers; most prompts hold none. One search decides for all of them.
+HAS_DIGIT = re.compile(r"[0-9]").search
+
 
 @dataclass(frozen=True, slots=True)
 class PatternDetector:
@@ -83,9 +86,12 @@ class PatternDetector:
     pattern: re.Pattern[str]
     validate: Validator | None = None
     required: tuple[str, ...] = ()
+    digits: bool = False  # every value holds a digit: skip texts without one
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
         if self.required and not any(s in text for s in self.required):
+            return
+        if self.digits and HAS_DIGIT(text) is None:
             return
         validate = self.validate
         for match in self.pattern.finditer(text):
@@ -242,7 +248,7 @@ def payment_card() -> PatternDetector:
         r"|[0-9]{3}(?P<t>[ \-])[0-9]{6}(?P=t)[0-9]{4,5})"
         r"(?![A-Za-z0-9_]|[.,\-][0-9])"
     )
-    return PatternDetector("payment_card", "payment_card", pattern, _card)
+    return PatternDetector("payment_card", "payment_card", pattern, _card, digits=True)
 
 
 # --------------------------------------------------------------------------- IBAN
@@ -276,7 +282,7 @@ def _iban(match: re.Match[str]) -> tuple[int, int] | None:
 def iban() -> PatternDetector:
     """IBANs, compact or in groups: country length table and mod-97 checksum."""
     pattern = re.compile(r"[A-Z](?<![A-Za-z0-9_][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]){10,30}+")
-    return PatternDetector("iban", "iban", pattern, _iban)
+    return PatternDetector("iban", "iban", pattern, _iban, digits=True)
 
 
 # --------------------------------------------------------------------------- US SSN
@@ -304,7 +310,7 @@ def us_ssn() -> PatternDetector:
         r"(?:[0-9]{2}(?P<sep>[\- ])(?P<group>[0-9]{2})(?P=sep)(?P<serial>[0-9]{4})|(?P<plain>[0-9]{8}))"
         r"(?![A-Za-z0-9_]|[.\-/][0-9])"
     )
-    return PatternDetector("us_ssn", "national_id", pattern, _ssn)
+    return PatternDetector("us_ssn", "national_id", pattern, _ssn, digits=True)
 
 
 # --------------------------------------------------------------------------- IP addresses
@@ -329,7 +335,7 @@ def ipv4() -> PatternDetector:
     pattern = re.compile(
         r"[0-9](?<![A-Za-z0-9_.\-][0-9])[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])"
     )
-    return PatternDetector("ipv4", "ip_address", pattern, _ipv4, required=(".",))
+    return PatternDetector("ipv4", "ip_address", pattern, _ipv4, required=(".",), digits=True)
 
 
 def _ipv6(match: re.Match[str]) -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hybridgate.privacy.detectors import after_iban_groups, context_before
+from hybridgate.privacy.detectors import HAS_DIGIT, after_iban_groups, context_before
 
 _SSN_OR_ZIP = re.compile(r"0[0-9]{2}-[0-9]{2}-[0-9]{4}|0[0-9]{4}-[0-9]{4}")
 _WORD = re.compile(r"[a-zà-ÿ]+")
@@ -112,6 +112,8 @@ class PhoneDetector:
     patterns: tuple[re.Pattern[str], ...]
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
+        if HAS_DIGIT(text) is None:
+            return
         spans = sorted(m.span() for p in self.patterns for m in p.finditer(text) if _accept(m))
         end = -1
         for span in spans:

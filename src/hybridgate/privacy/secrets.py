@@ -68,10 +68,14 @@ class ApiKeyDetector:
     kind: str
     keys: tuple[tuple[str, re.Pattern[str]], ...]  # (family, pattern)
     aws_secret: re.Pattern[str]
+    prefixes: re.Pattern[str]  # any key format's literal prefix
 
     def find(self, text: str) -> Iterator[tuple[int, int]]:
         anchors: list[tuple[int, int]] = []
-        for family, pattern in self.keys:
+        # One search tells whether any key format's prefix occurs (most texts: none), instead of
+        # one search per format; the "secret" labels below are checked either way.
+        formats = self.keys if self.prefixes.search(text) is not None else ()
+        for family, pattern in formats:
             for match in pattern.finditer(text):
                 if family == "aws":
                     if match.group().endswith("EXAMPLE"):
@@ -125,7 +129,10 @@ def api_key() -> ApiKeyDetector:
     )
     # Not a piece of a longer token (base64url, a JWT): no "-", "_" or "." glued to either end.
     aws_secret = re.compile(r"(?<![A-Za-z0-9/+_.\-])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_\-]|\.[A-Za-z0-9])")
-    return ApiKeyDetector("api_key", "secret", keys, aws_secret)
+    prefixes = re.compile(
+        "|".join(sorted({re.escape(prefix) for _, prefix, _ in _KEY_FORMATS}, key=len, reverse=True))
+    )
+    return ApiKeyDetector("api_key", "secret", keys, aws_secret, prefixes)
 
 
 # --------------------------------------------------------------------------- JWT
