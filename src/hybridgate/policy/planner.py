@@ -18,9 +18,9 @@ budget, and spills to the cloud exactly when the local queue would break it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 from hybridgate.backends.base import Capabilities
 from hybridgate.config.routing import WorkloadClass
@@ -69,18 +69,74 @@ class HedgeSpec:
     after_s: float
 
 
+class Candidates(Sequence[Candidate]):
+    """The plan's candidates in order, each built when first asked for (most requests are
+    served by the first, so the rest are never built)."""
+
+    __slots__ = ("_budget", "_built", "_order", "_redact")
+
+    def __init__(self, order: Sequence[tuple[Any, ...]], budget: Budget, redact: bool) -> None:
+        self._order = order
+        self._budget = budget
+        self._redact = redact
+        self._built: dict[int, Candidate] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
+
+    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = index + len(self._order) if index < 0 else index
+        built = self._built.get(index)
+        if built is None:
+            s = _Scored._make(self._order[index])
+            placement = s.spec.capabilities.placement
+            built = self._built[index] = Candidate(
+                s.spec.name,
+                placement,
+                s.spec.timeouts,
+                self._budget,
+                self._redact and placement == "cloud",
+                s.expected_s,
+                s.p95_s,
+                s.ttft_p95_s,
+                s.cost_usd,
+            )
+        return built
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for i in range(len(self._order)):
+            yield self[i]
+
+    @property
+    def needs_redaction(self) -> bool:
+        return self._redact and any(
+            _Scored._make(s).spec.capabilities.placement == "cloud" for s in self._order
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     model: str
     workload_class: str
     priority: int
-    candidates: tuple[Candidate, ...]
+    candidates: Sequence[Candidate]
     explanation: Explanation
     hedge: HedgeSpec | None = None
 
     @property
     def needs_redaction(self) -> bool:
-        return any(c.redact for c in self.candidates)
+        candidates = self.candidates
+        if isinstance(candidates, Candidates):
+            return candidates.needs_redaction
+        return any(c.redact for c in candidates)
 
 
 def budget_of(cls: WorkloadClass, ctx: RequestContext) -> Budget:
@@ -190,6 +246,13 @@ def _placement_problem(
 
 
 class _Scored(NamedTuple):
+    """One candidate that passed the filters. The hot loop stores these as plain tuples (much
+    cheaper to build) and sorts them: the first four fields are the rank, unique because it
+    ends with the position. Readers wrap a row with ``_Scored._make`` when they need names."""
+
+    tier: int  # 0 meets the budget on the preferred placement, 1 elsewhere (the spill), 2 misses it
+    rank_a: float  # tiers 0-1: cost; tier 2: p95
+    rank_b: float  # tiers 0-1: p95; tier 2: cost
     position: int  # in the model's configured order
     spec: DeploymentSpec
     queue_wait_s: float
@@ -200,22 +263,10 @@ class _Scored(NamedTuple):
     meets: bool
 
 
-def _order(scored: Sequence[_Scored], cls: WorkloadClass) -> list[_Scored]:
-    preferred = "cloud" if cls.placement in ("cloud-first", "cloud-only") else "local"
-
-    def key(s: _Scored) -> tuple[int, float, float, int]:
-        if not s.meets:
-            return (2, s.p95_s, s.cost_usd, s.position)
-        tier = 0 if s.spec.capabilities.placement == preferred else 1
-        return (tier, s.cost_usd, s.p95_s, s.position)
-
-    return sorted(scored, key=key)
-
-
-def _summary(order: Sequence[_Scored], budget: Budget, cls: WorkloadClass) -> str:
+def _summary(order: Sequence[tuple[Any, ...]], budget: Budget, cls: WorkloadClass) -> str:
     if not order:
         return "no eligible deployment"
-    first = order[0]
+    first = _Scored._make(order[0])
     p95, ttft = round(first.p95_s * 1000), round(first.ttft_p95_s * 1000)
     head = f"{cls.placement}: {first.spec.name} ({first.spec.capabilities.placement})"
     if not first.meets:
@@ -251,14 +302,18 @@ def plan_chat(
     if ctx.max_cost_usd is not None and (ceiling is None or ctx.max_cost_usd < ceiling):
         ceiling = ctx.max_cost_usd
     p95_budget_s, ttft_budget_s = budget.p95_ms / 1000.0, budget.ttft_ms / 1000.0
+    cloud_first = cls.placement in ("cloud-first", "cloud-only")
+    # Rank tiers: 0 meets the budget on the preferred placement, 1 meets it elsewhere (the spill),
+    # 2 misses it (fastest first). Within a tier the cheapest first, then the configured order.
+    tier = {"cloud": 0 if cloud_first else 1, "local": 1 if cloud_first else 0}
     no_cloud, no_local = _placement_rules(cls, data)
     regions = data.allowed_regions
     # The hot loop (a plan is made for every request; 20 deployments must take microseconds):
     # it inlines the arithmetic of health.predictor.predict and CostModel.estimate (a test
     # checks they agree) and records just enough to order the candidates. The Explanation's
     # verdicts are built from these records on demand.
-    rejected: list[tuple[int, str, str]] = []  # (position, deployment, reason)
-    scored: list[_Scored] = []
+    rejected: list[tuple[int, str, str]] = []  # (position, deployment, reason or "" to word later)
+    scored: list[tuple[Any, ...]] = []  # _Scored rows
     too_small = 0
     states = snapshot.deployments
     for position, name in enumerate(model.deployments):
@@ -276,7 +331,7 @@ def plan_chat(
         elif caps.placement != "cloud":
             problem = no_local
         elif no_cloud is not None or (regions is not None and caps.region not in regions):
-            problem = _placement_problem(caps, no_cloud, no_local, regions)  # the reason, worded once
+            problem = ""  # placement, governance or residency: worded when the verdicts are built
         if problem is not None:
             rejected.append((position, name, problem))
             continue
@@ -304,51 +359,46 @@ def plan_chat(
             )
             continue
         meets = p95 <= p95_budget_s and ttft_p95 <= ttft_budget_s
-        scored.append(_Scored(position, spec, wait, ttft_p95, expected, p95, cost, meets))
-    order = _order(scored, cls)
+        if meets:
+            scored.append(
+                (tier[caps.placement], cost, p95, position, spec, wait, ttft_p95, expected, p95, cost, meets)
+            )
+        else:
+            scored.append((2, p95, cost, position, spec, wait, ttft_p95, expected, p95, cost, meets))
+    order = sorted(scored)  # by rank, which is unique (it ends with the position)
     explanation = Explanation(
         model=model.name,
         workload_class=ctx.workload_class,
         placement=cls.placement,
         budget=budget,
         data=data,
-        verdicts=lambda: _verdicts(policy, rejected, scored, data),
-        order=tuple(s.spec.name for s in order),
+        verdicts=lambda: _verdicts(policy, cls, rejected, scored, data),
+        order=tuple(row[4].name for row in order),
         summary=_summary(order, budget, cls),
     )
     if not order:
         _raise_no_candidate(model.name, explanation.verdicts, too_small)
-    redact = data.redact
-    candidates = tuple(
-        Candidate(
-            s.spec.name,
-            s.spec.capabilities.placement,
-            s.spec.timeouts,
-            budget,
-            redact and s.spec.capabilities.placement == "cloud",
-            s.expected_s,
-            s.p95_s,
-            s.ttft_p95_s,
-            s.cost_usd,
-        )
-        for s in order
-    )
-    hedge = HedgeSpec(order[0].ttft_p95_s) if cls.hedge and len(order) > 1 else None
+    candidates = Candidates(order, budget, data.redact)
+    hedge = HedgeSpec(_Scored._make(order[0]).ttft_p95_s) if cls.hedge and len(order) > 1 else None
     return RoutePlan(model.name, ctx.workload_class, cls.priority, candidates, explanation, hedge)
 
 
 def _verdicts(
     policy: Policy,
+    cls: WorkloadClass,
     rejected: Sequence[tuple[int, str, str]],
-    scored: Sequence[_Scored],
+    scored: Sequence[tuple[Any, ...]],
     data: DataDecision,
 ) -> tuple[Verdict, ...]:
     """Every candidate's verdict, in the model's configured order."""
     entries: list[tuple[int, Verdict]] = []
+    no_cloud, no_local = _placement_rules(cls, data)
     for position, name, reason in rejected:
         caps = policy.deployments[name].capabilities
+        reason = reason or _placement_problem(caps, no_cloud, no_local, data.allowed_regions) or "placement"
         entries.append((position, Verdict(name, caps.placement, caps.region, False, reason)))
-    for s in scored:
+    for row in scored:
+        s = _Scored._make(row)
         caps = s.spec.capabilities
         redact = data.redact and caps.placement == "cloud"
         verdict = Verdict.scored(
