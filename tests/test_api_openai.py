@@ -205,7 +205,8 @@ def test_failover_to_next_deployment(client: openai.OpenAI, gateway: tuple[Manag
         model="failover", messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
     assert raw.headers["x-hybridgate-deployment"] == "llama-server"
-    assert raw.headers["x-hybridgate-attempts"] == "2"
+    # a refused connection is tried once more (it may have been a blip), then the next deployment
+    assert raw.headers["x-hybridgate-attempts"] == "3"
     assert raw.parse().choices[0].message.content
 
 

@@ -18,7 +18,8 @@ renders any of them in the client's own wire format (OpenAI or Anthropic) with `
     │   ├── PayloadTooLarge              413
     │   ├── UnprocessableEntity          422: well-formed but semantically unusable
     │   │   └── SensitiveDataRefused     422: data governance refused the request (names the rule)
-    │   └── RateLimited                  429 (+ Retry-After)
+    │   ├── RateLimited                  429 (+ Retry-After)
+    │   └── ClientDisconnected           499: the client went away; its upstream work was cancelled
     ├── UpstreamError                    a backend failed; ``kind`` drives retry/failover
     │   ├── UpstreamRateLimited          429 from the provider (+ its Retry-After)
     │   ├── UpstreamServerError          5xx from the provider
@@ -167,6 +168,13 @@ class RateLimited(ClientError):
     openai_type = "rate_limit_error"
     anthropic_type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ClientDisconnected(ClientError):
+    """Never seen by the client (it is gone); recorded in logs and the decision log."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 # --------------------------------------------------------------------------- upstream errors

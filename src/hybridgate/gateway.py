@@ -10,6 +10,7 @@ explain`` uses :meth:`Gateway.explain` without starting anything.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,20 @@ from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
 from hybridgate.cost.ledger import Ledger
-from hybridgate.errors import HybridgateError
-from hybridgate.execution.executor import Answer, Attempt, Executor, OpenStream, Payload, Restoring
+from hybridgate.errors import HybridgateError, NoRouteAvailable
+from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
+from hybridgate.execution.memo import (
+    CompletionBuilder,
+    IdempotencyStore,
+    Remembered,
+    ResponseCache,
+    fingerprint,
+    replay,
+)
+from hybridgate.execution.streams import OpenStream, StreamExecutor
 from hybridgate.health.live import LiveHealth
+from hybridgate.health.load import LoadPoller
+from hybridgate.health.probes import Prober, probe_settings
 from hybridgate.health.snapshot import DeploymentState, HealthSnapshot
 from hybridgate.policy.context import ClientIdentity, RequestContext, build_context
 from hybridgate.policy.explain import Explanation
@@ -32,6 +44,7 @@ from hybridgate.policy.planner import RoutePlan, estimate_prompt_tokens, plan_ch
 from hybridgate.policy.table import Policy, compile_policy
 from hybridgate.privacy.redaction import RedactionError
 from hybridgate.telemetry.decision_log import DecisionLog
+from hybridgate.telemetry.metrics import Metrics, Sources
 from hybridgate.types import (
     Completion,
     EmbeddingRequest,
@@ -87,15 +100,21 @@ class Served:
     deployment: str
     attempts: list[Attempt]
     overhead_ms: float
+    memory: str | None = None  # "hit", "stale" (cache) or "replay" (Idempotency-Key)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             **self.plan.explanation.headers(),
             "x-hybridgate-deployment": self.deployment,
             "x-hybridgate-attempts": str(len(self.attempts)),
             "x-hybridgate-overhead-ms": f"{self.overhead_ms:.3f}",
         }
+        if self.memory is not None:
+            headers["x-hybridgate-cache"] = self.memory
+        if any(a.hedge for a in self.attempts):
+            headers["x-hybridgate-hedged"] = "1"
+        return headers
 
 
 class Gateway:
@@ -117,11 +136,41 @@ class Gateway:
             for name, dep in self.config.deployments.items()
         }
         self.policy: Policy = compile_policy(self.config, capabilities)
-        self.health = LiveHealth({name: spec.prior for name, spec in self.policy.deployments.items()})
+        self.health = LiveHealth.from_config(
+            self.config,
+            {name: spec.prior for name, spec in self.policy.deployments.items()},
+            clock=self.clock,
+            placements={name: caps.placement for name, caps in capabilities.items()},
+        )
+        self.prober = Prober(self.backends, self.health, probe_settings(self.config), self.clock)
+        self.load_poller = LoadPoller.from_config(self.config, self.health, self.clock)
+        self._health_tasks: list[asyncio.Task[None]] = []
         for name, reason in loaded.unconfigured.items():
             self.health.set_state(name, DeploymentState.UNCONFIGURED, reason)
-        self.executor = Executor(self.backends, self.clock, observer=self.health)
+        self.executor = Executor(
+            self.backends, self.clock, observer=self.health, retry=self.config.resilience.retry
+        )
+        self.streams = StreamExecutor(self.executor)
+        memo = self.config.resilience
+        self.cache = ResponseCache(
+            memo.cache.max_entries, memo.cache.ttl_s, memo.cache.stale_ttl_s, self.clock
+        )
+        self.idempotency = IdempotencyStore(memo.idempotency.max_entries, memo.idempotency.ttl_s, self.clock)
         self.ledger = Ledger()
+        self.metrics = Metrics(
+            Sources(
+                executor=self._executor_counters,
+                costs=self.ledger.rows,
+                deployments=self._deployment_gauges,
+                cache=lambda: {
+                    "cache_hit": self.cache.hits,
+                    "cache_miss": self.cache.misses,
+                    "cache_stale": self.cache.stale_served,
+                    "idempotent_replay": self.idempotency.replayed,
+                },
+                offline=lambda: self.health.snapshot().offline,
+            )
+        )
         self.decision_log = self._decision_log()
         self.started_at = self.clock.wall()
 
@@ -151,7 +200,19 @@ class Gateway:
         if self.decision_log is not None:
             self.decision_log.start()
 
+    def start_health(self) -> None:
+        """Start the background probes and load polling (the server does; offline tools do not)."""
+        if not self._health_tasks:
+            self._health_tasks = [
+                asyncio.create_task(self.prober.run(), name="hybridgate-prober"),
+                asyncio.create_task(self.load_poller.run(), name="hybridgate-load-poller"),
+            ]
+
     async def close(self) -> None:
+        for task in self._health_tasks:
+            task.cancel()
+        await asyncio.gather(*self._health_tasks, return_exceptions=True)
+        self._health_tasks = []
         await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
         if self.decision_log is not None:
             self.decision_log.close()
@@ -196,6 +257,8 @@ class Gateway:
     async def _planned(self, request: InferenceRequest, ctx: RequestContext) -> tuple[RoutePlan, Payload]:
         screening = await self.screen(request)
         plan = self.plan(request, ctx, screening)
+        if plan.priority != request.priority:  # local runtimes order their queues by it
+            request = dataclasses.replace(request, priority=plan.priority)
         if not plan.needs_redaction:
             return plan, Payload(request)
         try:
@@ -214,42 +277,119 @@ class Gateway:
 
     # ------------------------------------------------------------------ serving
 
+    def _memo_key(
+        self, request: InferenceRequest, ctx: RequestContext, idempotency_key: str | None
+    ) -> str | None:
+        if idempotency_key is not None or self._cacheable(ctx):
+            return fingerprint(request, ctx.tenant)
+        return None
+
+    def _cacheable(self, ctx: RequestContext) -> bool:
+        return self.config.resilience.cache.enabled and self.policy.classes[ctx.workload_class].cache
+
+    def _remembered(self, plan: RoutePlan, memory: Remembered, arrived: float, kind: str) -> Served:
+        return Served(plan, memory.deployment, [], self._overhead_ms(arrived, []), memory=kind)
+
     async def complete(
-        self, request: InferenceRequest, ctx: RequestContext, arrived: float
+        self,
+        request: InferenceRequest,
+        ctx: RequestContext,
+        arrived: float,
+        idempotency_key: str | None = None,
     ) -> tuple[Served, Completion]:
+        """One whole answer: from the cache or an earlier identical Idempotency-Key, else executed."""
         plan, payload = await self._planned(request, ctx)
-        answer = await self.executor.complete(plan, payload)
+        key = self._memo_key(request, ctx, idempotency_key)
+        if idempotency_key is not None and key is not None:
+            first = self.idempotency.claim(ctx.tenant, idempotency_key, key)
+            if first is not None:
+                memory = await asyncio.shield(first)
+                return self._remembered(plan, memory, arrived, "replay"), memory.completion
+        try:
+            served, completion = await self._complete(plan, payload, ctx, arrived, key)
+        except HybridgateError as exc:
+            if idempotency_key is not None:
+                self.idempotency.abandon(ctx.tenant, idempotency_key, exc)
+            raise
+        if idempotency_key is not None:
+            remembered = Remembered(completion, served.deployment, self.clock.monotonic())
+            self.idempotency.complete(ctx.tenant, idempotency_key, remembered)
+        return served, completion
+
+    async def _complete(
+        self, plan: RoutePlan, payload: Payload, ctx: RequestContext, arrived: float, key: str | None
+    ) -> tuple[Served, Completion]:
+        cacheable = key is not None and self._cacheable(ctx)
+        if cacheable and key is not None and (hit := self.cache.get(key)) is not None:
+            return self._remembered(plan, hit, arrived, "hit"), hit.completion
+        try:
+            answer = await self.executor.complete(plan, payload)
+        except NoRouteAvailable:
+            if cacheable and key is not None and (stale := self.cache.get(key, stale=True)) is not None:
+                return self._remembered(plan, stale, arrived, "stale"), stale.completion
+            raise
+        if cacheable and key is not None:
+            self.cache.put(key, answer.result, answer.deployment)
         served = Served(plan, answer.deployment, answer.attempts, self._overhead_ms(arrived, answer.attempts))
         self._account(served, ctx, answer.result.usage, arrived, stream=False)
         return served, answer.result
 
     async def open_stream(
-        self, request: InferenceRequest, ctx: RequestContext, arrived: float
+        self,
+        request: InferenceRequest,
+        ctx: RequestContext,
+        arrived: float,
+        idempotency_key: str | None = None,
     ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         """The plan's stream once its first event arrived; closing the iterator closes the upstream,
-        and its end (or failure) is accounted."""
+        and its end (or failure) is accounted. Remembered answers are replayed as streams."""
         plan, payload = await self._planned(request, ctx)
-        stream = await self.executor.open_stream(plan, payload)
+        key = self._memo_key(request, ctx, idempotency_key)
+        if idempotency_key is not None and key is not None:
+            first = self.idempotency.claim(ctx.tenant, idempotency_key, key)
+            if first is not None:
+                memory = await asyncio.shield(first)
+                return self._remembered(plan, memory, arrived, "replay"), _replayed(memory.completion)
+        cacheable = key is not None and self._cacheable(ctx)
+        if cacheable and key is not None and (hit := self.cache.get(key)) is not None:
+            return self._remembered(plan, hit, arrived, "hit"), _replayed(hit.completion)
+        try:
+            stream = await self.streams.open(plan, payload)
+        except HybridgateError as exc:
+            if cacheable and key is not None and isinstance(exc, NoRouteAvailable):
+                stale = self.cache.get(key, stale=True)
+                if stale is not None:
+                    return self._remembered(plan, stale, arrived, "stale"), _replayed(stale.completion)
+            if idempotency_key is not None:
+                self.idempotency.abandon(ctx.tenant, idempotency_key, exc)
+            raise
         served = Served(plan, stream.deployment, stream.attempts, self._overhead_ms(arrived, stream.attempts))
-        return served, self._accounted(stream, served, ctx, arrived)
+        memo = _StreamMemo(self, ctx.tenant, key if cacheable else None, idempotency_key, key)
+        return served, self._accounted(stream, served, ctx, arrived, memo)
 
     async def _accounted(
-        self, stream: OpenStream, served: Served, ctx: RequestContext, arrived: float
+        self, stream: OpenStream, served: Served, ctx: RequestContext, arrived: float, memo: _StreamMemo
     ) -> AsyncIterator[StreamEvent]:
         usage: Usage | None = None
-        error: str | None = None
+        error: HybridgateError | None = None
+        assembled = CompletionBuilder() if memo.wanted else None
         try:
             async for event in stream:
+                if assembled is not None:
+                    assembled.add(event)
                 if isinstance(event, StreamEnd):
                     usage = event.usage
                 yield event
         except HybridgateError as exc:
-            error = exc.code
+            error = exc
             raise
         finally:
             await stream.aclose()
-            outcome = error or ("" if usage is not None else "client_closed")
+            outcome = error.code if error is not None else ("" if usage is not None else "client_closed")
             self._account(served, ctx, usage or Usage(), arrived, stream=True, error=outcome)
+            memo.settle(
+                assembled.build() if assembled is not None and usage is not None else None, served, error
+            )
 
     async def embed(
         self, request: EmbeddingRequest, ctx: RequestContext, arrived: float
@@ -286,6 +426,7 @@ class Gateway:
             elapsed,
         )
         served.extra["cost_usd"] = cost.total
+        self.metrics.request(served.plan.model, ctx.workload_class, served.deployment, error or "ok", elapsed)
         if not error:
             self.ledger.record(
                 tenant=ctx.tenant,
@@ -335,6 +476,36 @@ class Gateway:
 
     # ------------------------------------------------------------------ introspection
 
+    def _executor_counters(self) -> dict[str, int]:
+        c = self.executor.counters
+        return {
+            "retry": c.retries,
+            "failover": c.failovers,
+            "hedge": c.hedges,
+            "hedge_won": c.hedges_won,
+            "breaker_skip": c.breaker_skips,
+            "continuation": c.continuations,
+            "retry_budget_denied": self.executor.budget.denied,
+        }
+
+    def _deployment_gauges(self) -> list[tuple[str, dict[str, float]]]:
+        snapshot = self.health.snapshot()
+        out: list[tuple[str, dict[str, float]]] = []
+        for name in self.config.deployments:
+            health = snapshot.of(name)
+            values: dict[str, float] = {"ready": float(health.routable)}
+            if health.perf is not None:
+                values["in_flight"] = float(health.perf.in_flight)
+                values["queued"] = float(health.perf.queued)
+                values["ttft_p95_seconds"] = health.perf.ttft_p95_s
+                values["tokens_per_second"] = health.perf.tokens_per_s
+            stats = getattr(self.backends.get(name), "stats", None)
+            for counter in ("malformed_chunks", "streams_without_done", "streams_without_stop"):
+                if hasattr(stats, counter):
+                    values[counter] = float(getattr(stats, counter))
+            out.append((name, values))
+        return out
+
     def models(self) -> list[ModelInfo]:
         out: list[ModelInfo] = []
         for name, model in self.config.models.items():
@@ -378,9 +549,45 @@ class Gateway:
         deployments: dict[str, dict[str, object]] = {
             n: {"state": s.value, "detail": d} for n, (s, d) in states.items()
         }
+        for name in deployments:
+            deployments[name]["health"] = self.health.describe(name)
         for name, backend in self.backends.items():
             if isinstance(backend, Describable):
                 deployments[name]["runtime"] = dict(backend.describe())
         degraded = any(s is DeploymentState.FAILED for s, _ in states.values())
         status = "ready" if ready and not degraded else ("degraded" if ready else "not_ready")
-        return ready, {"status": status, "models": models, "deployments": deployments}
+        offline = self.health.offline_status()
+        return ready, {"status": status, "offline": offline, "models": models, "deployments": deployments}
+
+
+async def _replayed(completion: Completion) -> AsyncIterator[StreamEvent]:
+    for event in replay(completion):
+        yield event
+
+
+@dataclass(slots=True)
+class _StreamMemo:
+    """Where a streamed answer is remembered once it has ended (cache, Idempotency-Key)."""
+
+    gateway: Gateway
+    tenant: str
+    cache_key: str | None
+    idempotency_key: str | None
+    fingerprint: str | None
+
+    @property
+    def wanted(self) -> bool:
+        return self.cache_key is not None or self.idempotency_key is not None
+
+    def settle(self, completion: Completion | None, served: Served, error: HybridgateError | None) -> None:
+        gateway = self.gateway
+        if completion is not None and self.cache_key is not None:
+            gateway.cache.put(self.cache_key, completion, served.deployment)
+        if self.idempotency_key is None:
+            return
+        if completion is not None:
+            remembered = Remembered(completion, served.deployment, gateway.clock.monotonic())
+            gateway.idempotency.complete(self.tenant, self.idempotency_key, remembered)
+        else:
+            reason = error or HybridgateError("the first request with this Idempotency-Key did not complete")
+            gateway.idempotency.abandon(self.tenant, self.idempotency_key, reason)

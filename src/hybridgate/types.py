@@ -108,6 +108,7 @@ class InferenceRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source_format: WireFormat = "openai"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 50  # the workload class's; local runtimes serve higher first when queues form
 
 
 @dataclass(slots=True)

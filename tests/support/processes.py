@@ -122,6 +122,8 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_gateway(
@@ -139,10 +141,15 @@ def start_gateway(
 
 
 def start_llama_server(
-    model_path: Path, *, n_ctx: int = 2048, extra_args: Sequence[str] = (), timeout: float = 90.0
+    model_path: Path,
+    *,
+    n_ctx: int = 2048,
+    extra_args: Sequence[str] = (),
+    port: int | None = None,
+    timeout: float = 90.0,
 ) -> tuple[ManagedProcess, str]:
     """llama.cpp's OpenAI-compatible server (llama-cpp-python's ``llama_cpp.server``)."""
-    port = free_port()
+    port = port or free_port()
     proc = ManagedProcess(
         [
             sys.executable,

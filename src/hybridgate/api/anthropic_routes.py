@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
+from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response, cancel_on_disconnect
 from hybridgate.api.http import read_json
 from hybridgate.api.streaming import sse_response
 from hybridgate.gateway import Gateway
@@ -19,9 +19,15 @@ class AnthropicRoutes:
         req = wire.parse_messages_request(body)
         ctx = self.gateway.context(request.identity, request.headers, req.metadata)
         if req.stream:
-            served, events = await self.gateway.open_stream(req, ctx, request.arrived)
+            key = request.headers.get("idempotency-key")
+            served, events = await cancel_on_disconnect(
+                request, self.gateway.open_stream(req, ctx, request.arrived, key)
+            )
             encoder = wire.EventEncoder(wire.message_id(), req.model)
             return sse_response(events, encoder, served.headers())
-        served, completion = await self.gateway.complete(req, ctx, request.arrived)
+        key = request.headers.get("idempotency-key")
+        served, completion = await cancel_on_disconnect(
+            request, self.gateway.complete(req, ctx, request.arrived, key)
+        )
         headers = {**served.headers(), "x-hybridgate-upstream-model": completion.model}
         return JSONResponse(wire.render_message(completion, req.model), headers=headers)

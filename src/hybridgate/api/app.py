@@ -59,6 +59,7 @@ class GatewayApp:
             "/v1/messages": {"POST": Route(anthropic.messages, "anthropic", True)},
             "/v1/models": {"GET": Route(system.models, "openai", True)},
             "/v1/route/explain": {"POST": Route(explain.explain, "openai", True)},
+            "/metrics": {"GET": Route(system.metrics, "openai", True)},
             "/healthz": {"GET": Route(system.healthz, "openai", False)},
             "/readyz": {"GET": Route(system.readyz, "openai", False)},
         }
@@ -105,6 +106,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                    self.gateway.start_health()
                 except HybridgateError as err:
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 
-from hybridgate.errors import InvalidRequest, PayloadTooLarge
+from hybridgate.errors import ClientDisconnected, InvalidRequest, PayloadTooLarge
 from hybridgate.policy.context import ANONYMOUS, ClientIdentity
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -87,6 +88,28 @@ class Request:
         """Return once the client has gone away (call only after the body was read)."""
         while (await self._receive())["type"] != "http.disconnect":
             pass
+
+
+async def _cancel_when_gone(request: Request, task: asyncio.Task[Any]) -> None:
+    await request.wait_disconnect()
+    task.cancel()
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` (after the body was read), cancelling it at once if the client goes away:
+    upstream connections are closed and local slots freed instead of finishing for nobody."""
+    current = asyncio.current_task()
+    assert current is not None
+    watcher = asyncio.ensure_future(_cancel_when_gone(request, current))
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            current.uncancel()
+            raise ClientDisconnected("the client closed the connection; its request was cancelled") from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 class Response:

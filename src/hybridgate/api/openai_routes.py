@@ -7,7 +7,7 @@ import sys
 from array import array
 from typing import Any
 
-from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response
+from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response, cancel_on_disconnect
 from hybridgate.api.http import read_json
 from hybridgate.api.streaming import sse_response
 from hybridgate.gateway import Gateway
@@ -24,10 +24,16 @@ class OpenAIRoutes:
         req = wire.parse_chat_request(body)
         ctx = self.gateway.context(request.identity, request.headers, req.metadata)
         if req.stream:
-            served, events = await self.gateway.open_stream(req, ctx, request.arrived)
+            key = request.headers.get("idempotency-key")
+            served, events = await cancel_on_disconnect(
+                request, self.gateway.open_stream(req, ctx, request.arrived, key)
+            )
             encoder = wire.ChunkEncoder(wire.completion_id(), req.model, include_usage=req.include_usage)
             return sse_response(events, encoder, served.headers())
-        served, completion = await self.gateway.complete(req, ctx, request.arrived)
+        key = request.headers.get("idempotency-key")
+        served, completion = await cancel_on_disconnect(
+            request, self.gateway.complete(req, ctx, request.arrived, key)
+        )
         headers = {**served.headers(), "x-hybridgate-upstream-model": completion.model}
         return JSONResponse(wire.render_completion(completion, req.model), headers=headers)
 

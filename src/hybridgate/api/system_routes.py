@@ -7,6 +7,7 @@ from typing import Any
 
 from hybridgate.api.asgi import JSONResponse, Request, Response
 from hybridgate.gateway import Gateway, ModelInfo
+from hybridgate.telemetry.metrics import CONTENT_TYPE
 
 
 def _model_entry(m: ModelInfo, created: int) -> dict[str, Any]:
@@ -53,6 +54,10 @@ class SystemRoutes:
                 "last_id": data[-1]["id"] if data else None,
             }
         )
+
+    async def metrics(self, request: Request) -> Response:
+        body = self.gateway.metrics.render()
+        return Response(body, headers=[(b"content-type", CONTENT_TYPE.encode())])
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

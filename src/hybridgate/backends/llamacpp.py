@@ -102,6 +102,7 @@ class _Job:
     frame: bytes
     timeouts: Timeouts
     started_at: float
+    priority: int = 50
     events: asyncio.Queue[Frame | UpstreamError] = field(default_factory=asyncio.Queue)
     dispatched_at: float | None = None
     last_event_at: float | None = None
@@ -327,26 +328,44 @@ class LlamaCppBackend:
 
     # ------------------------------------------------------------------ queue and dispatch
 
-    def _admit(self, command: Frame, timeouts: Timeouts) -> _Job:
-        """Queue a command, or raise at once: unavailable, or overloaded (queue full)."""
+    def _overloaded(self) -> BackendOverloaded:
+        return BackendOverloaded(
+            f"{self.name}: local queue full ({len(self._waiting)} waiting)",
+            deployment=self.name,
+            retry_after=round(self._service_s * (len(self._waiting) + 1), 3),
+        )
+
+    def _admit(self, command: Frame, timeouts: Timeouts, priority: int = 50) -> _Job:
+        """Queue a command by priority, or raise at once: unavailable, or overloaded (queue full).
+
+        The queue is ordered by priority, then arrival. When it is full, a request of a higher
+        priority than the last one waiting takes its place: that one fails at once with
+        BackendOverloaded (so it fails over elsewhere), rather than the interactive request.
+        """
         if self._state in ("stopped", "down", "closed"):
             detail = self._down_reason if self._state == "down" else f"backend {self._state}"
             raise BackendUnavailable(f"{self.name}: {detail}", deployment=self.name)
         busy = self._running is not None or bool(self._waiting) or self._state != "ready"
         if busy and len(self._waiting) >= self.config.max_queue:
-            raise BackendOverloaded(
-                f"{self.name}: local queue full ({len(self._waiting)} waiting)",
-                deployment=self.name,
-                retry_after=round(self._service_s * (len(self._waiting) + 1), 3),
-            )
+            if not self._waiting or self._waiting[-1].priority >= priority:
+                raise self._overloaded()
+            evicted = self._waiting.pop()
+            self._jobs.pop(evicted.id, None)
+            evicted.terminal = True
+            evicted.events.put_nowait(self._overloaded())
         job_id = f"r{next(self._ids)}"
         try:
             frame = encode_frame({**command, "id": job_id})
         except TypeError as exc:  # orjson refuses, e.g., strings holding lone surrogates
             raise InvalidRequest(f"request cannot be encoded: {exc}") from exc
-        job = _Job(id=job_id, frame=frame, timeouts=timeouts, started_at=self._clock.monotonic())
+        job = _Job(
+            id=job_id, frame=frame, timeouts=timeouts, started_at=self._clock.monotonic(), priority=priority
+        )
         self._jobs[job.id] = job
-        self._waiting.append(job)
+        position = len(self._waiting)
+        while position > 0 and self._waiting[position - 1].priority < priority:
+            position -= 1
+        self._waiting.insert(position, job)
         job.watchdog = asyncio.create_task(self._watch(job))
         self._dispatch()
         return job
@@ -462,7 +481,7 @@ class LlamaCppBackend:
         return self._events(request, timeouts)
 
     async def _events(self, request: InferenceRequest, timeouts: Timeouts) -> AsyncGenerator[StreamEvent]:
-        job = self._admit(self._chat_command(request), timeouts)
+        job = self._admit(self._chat_command(request), timeouts, request.priority)
         tools = _ToolCallPieces()
         try:
             while True:

@@ -15,6 +15,16 @@ from pydantic_core import PydanticUndefined
 
 from hybridgate.config.governance import DetectionConfig, GovernanceConfig, TenantPolicy
 from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
+from hybridgate.config.resilience import (
+    BreakerConfig,
+    CacheConfig,
+    IdempotencyConfig,
+    LoadConfig,
+    OfflineConfig,
+    ProbeConfig,
+    ResilienceConfig,
+    RetryConfig,
+)
 from hybridgate.config.routing import LatencyBudget, WorkloadClass
 from hybridgate.config.schema import (
     AnthropicDeployment,
@@ -45,6 +55,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`deployments.<name>` with `type: sandbox`", SandboxDeployment),
     ("`deployments.<name>.timeouts`", TimeoutsConfig),
     ("`deployments.<name>.expected`", ExpectedPerformance),
+    ("`deployments.<name>.breaker`", BreakerConfig),
+    ("`deployments.<name>.probe`", ProbeConfig),
+    ("`deployments.<name>.load`", LoadConfig),
     ("`deployments.<name>.price`, `pricing.models.<model>`", TokenPrice),
     ("`deployments.<name>.local_cost`, `pricing.local`", LocalCost),
     ("`models.<name>`", ModelConfig),
@@ -54,6 +67,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`governance.detection`", DetectionConfig),
     ("`governance.tenants.<name>`", TenantPolicy),
     ("`pricing`", PricingConfig),
+    ("`resilience`", ResilienceConfig),
+    ("`resilience.retry`", RetryConfig),
+    ("`resilience.cache`", CacheConfig),
+    ("`resilience.idempotency`", IdempotencyConfig),
+    ("`resilience.offline`", OfflineConfig),
     ("`decision_log`", DecisionLogConfig),
 ]
 

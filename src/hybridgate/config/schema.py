@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from hybridgate.config.base import Name, Strict
 from hybridgate.config.governance import GovernanceConfig, Sensitivity
 from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
+from hybridgate.config.resilience import BreakerConfig, LoadConfig, ProbeConfig, ResilienceConfig
 from hybridgate.config.routing import LatencyBudget, WorkloadClass
 from hybridgate.types import Placement
 
@@ -99,6 +100,11 @@ class _DeploymentBase(Strict):
     )
     local_cost: LocalCost | None = Field(
         None, description="Hardware and energy cost (local placement); default: pricing.local."
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker.")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="Active health probes.")
+    load: LoadConfig | None = Field(
+        None, description="Poll the runtime's own queue depth (llama.cpp server, vLLM, Ollama)."
     )
 
 
@@ -212,6 +218,9 @@ class GatewayConfig(Strict):
     default_class: Name = Field("default", description="Class of requests that name none.")
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig, description="Data governance.")
     pricing: PricingConfig = Field(default_factory=PricingConfig, description="Prices for the cost model.")
+    resilience: ResilienceConfig = Field(
+        default_factory=ResilienceConfig, description="Retries, caching, idempotency, offline mode."
+    )
     decision_log: DecisionLogConfig = Field(
         default_factory=DecisionLogConfig, description="Where routing decisions are recorded."
     )

@@ -1,22 +1,37 @@
-"""The executor carries a RoutePlan out: attempt each candidate in order, fail over on errors
-that another deployment may not have, and report what happened.
+"""The executor carries a RoutePlan out: the only place that waits on backends.
 
-It is the only place that waits on backends. Failover decisions come from one policy object,
-:class:`FailoverPolicy`; streaming fails over transparently only before the first event (after
-that the API layer ends the stream with an explicit error event). Candidates the plan marks
-``redact`` receive the redacted request, and their answers are restored before anyone sees
-them. Every attempt is reported to an :class:`AttemptObserver` (live health statistics).
+Send chain (httpx's shape: one concern per step)::
+
+    complete(plan)  ->  _hedged / _attempts (retry policy, budget, breakers)  ->  _send_once
+
+- candidates are tried in the plan's order; a deployment whose circuit breaker is open is skipped
+  (a half-open one gets its single trial); what happens after a failure is the
+  :class:`~hybridgate.execution.retry.RetryPolicy`'s decision; retries on the same deployment and
+  hedges spend the :class:`~hybridgate.execution.retry.RetryBudget`;
+- for classes that allow it, a hedge: if the first candidate has not answered after its predicted
+  p95 time to first token, the same request goes to the next candidate as well; the first answer
+  wins and the other attempt is cancelled;
+- candidates the plan marks ``redact`` receive the redacted request, and their answers are
+  restored before anyone sees them;
+- every attempt is reported to an :class:`AttemptObserver` (live health, breakers).
+
+Streams (first-token failover, hedging, mid-stream continuation) live in
+:mod:`hybridgate.execution.streams`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import functools
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from hybridgate.backends.base import Backend
 from hybridgate.clock import Clock
+from hybridgate.config.resilience import RetryConfig
 from hybridgate.errors import (
     AttemptFailure,
     BackendUnavailable,
@@ -25,33 +40,24 @@ from hybridgate.errors import (
     NoRouteAvailable,
     UpstreamError,
 )
+from hybridgate.execution.retry import Action, RetryBudget, RetryPolicy
 from hybridgate.policy.planner import Candidate, RoutePlan
 from hybridgate.types import (
     Completion,
     EmbeddingRequest,
     EmbeddingResult,
     InferenceRequest,
-    StreamEnd,
     StreamEvent,
     Usage,
 )
 
 T = TypeVar("T")
 
-# Errors that belong to the request, not the deployment: another deployment would say the same.
-_RETURN_AS_IS = frozenset({ErrorKind.REJECTED, ErrorKind.CONTENT_POLICY})
-
-
-@dataclass(frozen=True, slots=True)
-class FailoverPolicy:
-    """Which failures move on to the next candidate."""
-
-    def fails_over(self, error: UpstreamError) -> bool:
-        return error.kind not in _RETURN_AS_IS
-
 
 class AttemptObserver(Protocol):
-    """Receives every attempt's life: the live health statistics implement it."""
+    """Receives every attempt's life: the live health statistics and breakers implement it."""
+
+    def admit(self, deployment: str) -> bool: ...
 
     def started(self, deployment: str) -> None: ...
 
@@ -59,19 +65,22 @@ class AttemptObserver(Protocol):
         self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float
     ) -> None: ...
 
-    def failed(self, deployment: str, kind: str) -> None: ...
+    def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
 
     def finished(self, deployment: str) -> None: ...
 
 
 class _NoObserver:
+    def admit(self, deployment: str) -> bool:
+        return True
+
     def started(self, deployment: str) -> None:
         pass
 
     def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
         pass
 
-    def failed(self, deployment: str, kind: str) -> None:
+    def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         pass
 
     def finished(self, deployment: str) -> None:
@@ -117,6 +126,7 @@ class Attempt:
     started: float
     duration: float = 0.0  # to the answer; for a stream, to its first event
     error: UpstreamError | None = None
+    hedge: bool = False  # a backup request sent while the previous attempt was still running
 
     @property
     def ok(self) -> bool:
@@ -133,29 +143,36 @@ class Answer(Generic[T]):
 
 
 @dataclass(slots=True)
-class OpenStream:
-    """A stream whose first event has arrived: the HTTP status can be committed now."""
+class Counters:
+    """What the executor did beyond one attempt per request (exposed as metrics)."""
 
-    deployment: str
-    attempts: list[Attempt]
-    first: StreamEvent
-    _rest: AsyncIterator[StreamEvent] = field(repr=False)
-
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        yield self.first
-        async for event in self._rest:
-            yield event
-
-    async def aclose(self) -> None:
-        await _close(self._rest)
+    retries: int = 0
+    failovers: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    breaker_skips: int = 0
+    continuations: int = 0
 
 
-def _all_failed(plan: RoutePlan, attempts: list[Attempt]) -> NoRouteAvailable:
+# Errors that belong to the request, not the deployment: returned to the client as they are.
+RETURNED_AS_IS = frozenset({ErrorKind.REJECTED, ErrorKind.CONTENT_POLICY})
+
+
+def raise_returned_as_is(attempts: list[Attempt]) -> None:
+    for attempt in attempts:
+        if attempt.error is not None and attempt.error.kind in RETURNED_AS_IS:
+            raise attempt.error
+
+
+def all_failed(
+    plan: RoutePlan, attempts: list[Attempt], skipped: list[str] | None = None
+) -> NoRouteAvailable:
     failures = [
         AttemptFailure(a.deployment, a.error.kind.value, a.error.message) for a in attempts if a.error
     ]
+    failures += [AttemptFailure(name, "circuit_open", "circuit breaker open") for name in skipped or ()]
     errors = [a.error for a in attempts if a.error is not None]
-    detail = "; ".join(f"{f.deployment}: {f.kind}" for f in failures)
+    detail = "; ".join(f"{f.deployment}: {f.kind}" for f in failures) or "nothing could be attempted"
     if errors and all(e.kind is ErrorKind.RATE_LIMITED or e.kind is ErrorKind.OVERLOADED for e in errors):
         waits = [e.retry_after for e in errors if e.retry_after is not None]
         return NoRouteAvailable(
@@ -164,7 +181,9 @@ def _all_failed(plan: RoutePlan, attempts: list[Attempt]) -> NoRouteAvailable:
             status=429,
             retry_after=min(waits) if waits else 1.0,
         )
-    status = 504 if errors and all(e.kind is ErrorKind.TIMEOUT for e in errors) else 502
+    if not errors:
+        return NoRouteAvailable(f"no deployment of {plan.model!r} is available ({detail})", attempts=failures)
+    status = 504 if all(e.kind is ErrorKind.TIMEOUT for e in errors) else 502
     return NoRouteAvailable(
         f"every deployment of {plan.model!r} failed ({detail})", attempts=failures, status=status
     )
@@ -178,124 +197,193 @@ class Executor:
         backends: Mapping[str, Backend],
         clock: Clock,
         observer: AttemptObserver | None = None,
-        policy: FailoverPolicy | None = None,
+        retry: RetryConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        self._backends = backends
-        self._clock = clock
-        self._observer: AttemptObserver = observer or _NoObserver()
-        self._policy = policy or FailoverPolicy()
+        self.backends = backends
+        self.clock = clock
+        self.observer: AttemptObserver = observer or _NoObserver()
+        self.retry = retry or RetryConfig()
+        self.policy = RetryPolicy(self.retry, rng or random.Random())
+        self.budget = RetryBudget(self.retry, clock)
+        self.counters = Counters()
 
-    def _backend(self, candidate: Candidate) -> Backend:
-        backend = self._backends.get(candidate.deployment)
+    def backend(self, candidate: Candidate) -> Backend:
+        backend = self.backends.get(candidate.deployment)
         if backend is None:
             raise BackendUnavailable(f"{candidate.deployment}: not running", deployment=candidate.deployment)
         return backend
 
-    def _failed(self, attempt: Attempt, error: UpstreamError) -> None:
-        attempt.duration = self._clock.monotonic() - attempt.started
-        attempt.error = error
-        self._observer.failed(attempt.deployment, error.kind.value)
-        if not self._policy.fails_over(error):
-            raise error
+    # ------------------------------------------------------------------ one attempt
 
-    async def _run(self, plan: RoutePlan, call: Callable[[Backend, Candidate], Awaitable[T]]) -> Answer[T]:
-        attempts: list[Attempt] = []
-        observer = self._observer
-        for candidate in plan.candidates:
-            attempt = Attempt(candidate.deployment, self._clock.monotonic())
-            attempts.append(attempt)
-            observer.started(candidate.deployment)
-            try:
-                result = await call(self._backend(candidate), candidate)
-            except UpstreamError as exc:
-                self._failed(attempt, exc)
+    async def _send_once(self, attempt: Attempt, call: Callable[[], Awaitable[T]]) -> T:
+        """One call, reported to the observer; the failure is recorded on ``attempt`` and raised."""
+        observer = self.observer
+        observer.started(attempt.deployment)
+        try:
+            result = await call()
+        except UpstreamError as exc:
+            attempt.duration = self.clock.monotonic() - attempt.started
+            attempt.error = exc
+            observer.failed(attempt.deployment, exc.kind.value, exc.retry_after)
+            raise
+        finally:
+            observer.finished(attempt.deployment)
+        attempt.duration = self.clock.monotonic() - attempt.started
+        return result
+
+    # ------------------------------------------------------------------ the attempt loop
+
+    async def walk(
+        self,
+        plan: RoutePlan,
+        try_one: Callable[[Candidate, Attempt], Awaitable[T]],
+        attempts: list[Attempt],
+        start: int = 0,
+    ) -> tuple[T, int]:
+        """Candidates from ``start`` on, by the retry policy, until one succeeds.
+
+        ``try_one`` makes one attempt and, when it fails, has recorded the error on the attempt
+        and raised it. Returns the result and the index of the candidate that produced it.
+        """
+        candidates = plan.candidates
+        deadline = self.clock.monotonic() + (candidates[0].timeouts.total if len(candidates) else 0.0)
+        skipped: list[str] = []
+        tries: dict[str, int] = {}
+        min_window = 0
+        i = start
+        while i < len(candidates) and len(attempts) < self.retry.max_attempts:
+            candidate = candidates[i]
+            backend = self.backends.get(candidate.deployment)
+            if backend is not None and backend.capabilities.context_window <= min_window:
+                i += 1
                 continue
-            finally:
-                observer.finished(candidate.deployment)
-            attempt.duration = self._clock.monotonic() - attempt.started
-            return Answer(result, candidate.deployment, attempts)
-        raise _all_failed(plan, attempts)
+            if not self.observer.admit(candidate.deployment):
+                skipped.append(candidate.deployment)
+                self.counters.breaker_skips += 1
+                i += 1
+                continue
+            tries[candidate.deployment] = tries.get(candidate.deployment, 0) + 1
+            attempt = Attempt(candidate.deployment, self.clock.monotonic())
+            attempts.append(attempt)
+            try:
+                return await try_one(candidate, attempt), i
+            except UpstreamError as exc:
+                if exc.kind in RETURNED_AS_IS:
+                    raise
+                decision = self.policy.decide(
+                    exc,
+                    same_tries=tries[candidate.deployment],
+                    others_left=i + 1 < len(candidates),
+                    time_left_s=deadline - self.clock.monotonic(),
+                )
+            if decision.action is Action.STOP:
+                break
+            if decision.action is Action.RETRY_SAME and self.budget.try_spend():
+                self.counters.retries += 1
+                await self.clock.sleep(decision.delay_s)
+                continue
+            if decision.action is Action.NEXT_LARGER_CONTEXT and backend is not None:
+                min_window = backend.capabilities.context_window
+            self.counters.failovers += 1
+            i += 1
+        raise all_failed(plan, attempts, skipped)
+
+    async def _attempts(
+        self,
+        plan: RoutePlan,
+        call: Callable[[Candidate], Awaitable[T]],
+        attempts: list[Attempt],
+        start: int = 0,
+    ) -> Answer[T]:
+        async def try_one(candidate: Candidate, attempt: Attempt) -> T:
+            return await self._send_once(attempt, functools.partial(call, candidate))
+
+        result, index = await self.walk(plan, try_one, attempts, start)
+        return Answer(result, plan.candidates[index].deployment, attempts)
+
+    # ------------------------------------------------------------------ hedging
+
+    async def _hedged(self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]]) -> Answer[T]:
+        """First candidate, and after ``plan.hedge.after_s`` without an answer the second as well."""
+        assert plan.hedge is not None
+        first, second = plan.candidates[0], plan.candidates[1]
+        attempts: list[Attempt] = []
+        if not self.observer.admit(first.deployment):
+            self.counters.breaker_skips += 1
+            return await self._attempts(plan, call, attempts, start=1)
+        primary_attempt = Attempt(first.deployment, self.clock.monotonic())
+        attempts.append(primary_attempt)
+        primary = asyncio.ensure_future(self._send_once(primary_attempt, functools.partial(call, first)))
+        timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.after_s))
+        racing: list[asyncio.Future[T]] = [primary]
+        try:
+            await asyncio.wait({primary, timer}, return_when=asyncio.FIRST_COMPLETED)
+            # The budget first: an admitted half-open trial must be used, not held by nobody.
+            if not primary.done() and self.budget.try_spend() and self.observer.admit(second.deployment):
+                self.counters.hedges += 1
+                backup_attempt = Attempt(second.deployment, self.clock.monotonic(), hedge=True)
+                attempts.append(backup_attempt)
+                racing.append(
+                    asyncio.ensure_future(self._send_once(backup_attempt, functools.partial(call, second)))
+                )
+            winner = await _first_success(racing)
+        finally:
+            timer.cancel()
+            for task in racing:
+                task.cancel()
+            for task in racing:
+                with contextlib.suppress(asyncio.CancelledError, HybridgateError):
+                    await task
+        if winner is not None:
+            result, index = winner
+            if index == 1:
+                self.counters.hedges_won += 1
+            return Answer(result, (first, second)[index].deployment, attempts)
+        raise_returned_as_is(attempts)
+        return await self._attempts(plan, call, attempts, start=len(racing))
+
+    # ------------------------------------------------------------------ entry points
 
     async def complete(self, plan: RoutePlan, payload: Payload) -> Answer[Completion]:
-        async def call(backend: Backend, candidate: Candidate) -> Completion:
-            started = self._clock.monotonic()
-            completion = await backend.complete(payload.for_candidate(candidate), candidate.timeouts)
-            self._observer.succeeded(
+        self.budget.record_request()
+
+        async def call(candidate: Candidate) -> Completion:
+            started = self.clock.monotonic()
+            completion = await self.backend(candidate).complete(
+                payload.for_candidate(candidate), candidate.timeouts
+            )
+            self.observer.succeeded(
                 candidate.deployment,
                 usage=completion.usage,
                 ttft_s=None,
-                duration_s=self._clock.monotonic() - started,
+                duration_s=self.clock.monotonic() - started,
             )
             if candidate.redact and payload.restorer is not None:
                 completion = payload.restorer.restore_completion(completion)
             return completion
 
-        return await self._run(plan, call)
+        if plan.hedge is not None and len(plan.candidates) > 1:
+            return await self._hedged(plan, call)
+        return await self._attempts(plan, call, [])
 
     async def embed(self, plan: RoutePlan, request: EmbeddingRequest) -> Answer[EmbeddingResult]:
-        return await self._run(plan, lambda backend, c: backend.embed(request, c.timeouts))
-
-    async def open_stream(self, plan: RoutePlan, payload: Payload) -> OpenStream:
-        attempts: list[Attempt] = []
-        for candidate in plan.candidates:
-            attempt = Attempt(candidate.deployment, self._clock.monotonic())
-            attempts.append(attempt)
-            stream: AsyncIterator[StreamEvent] | None = None
-            try:
-                stream = self._observed(candidate, payload, attempt.started)
-                first = await anext(stream)
-            except UpstreamError as exc:
-                if stream is not None:
-                    await _close(stream)
-                self._failed(attempt, exc)
-                continue
-            except StopAsyncIteration:
-                error = UpstreamError(
-                    f"{candidate.deployment}: empty stream", deployment=candidate.deployment
-                )
-                self._failed(attempt, error)
-                continue
-            attempt.duration = self._clock.monotonic() - attempt.started
-            return OpenStream(candidate.deployment, attempts, first, stream)
-        raise _all_failed(plan, attempts)
-
-    async def _observed(
-        self, candidate: Candidate, payload: Payload, started: float
-    ) -> AsyncIterator[StreamEvent]:
-        """The candidate's stream, restored if it was redacted, with its life reported."""
-        observer = self._observer
-        deployment = candidate.deployment
-        observer.started(deployment)
-        restorer = payload.restorer.stream_restorer() if candidate.redact and payload.restorer else None
-        ttft: float | None = None
-        try:
-            stream = self._backend(candidate).stream(payload.for_candidate(candidate), candidate.timeouts)
-            try:
-                async for event in stream:
-                    if ttft is None:
-                        ttft = self._clock.monotonic() - started
-                    if isinstance(event, StreamEnd):
-                        duration = self._clock.monotonic() - started
-                        observer.succeeded(deployment, usage=event.usage, ttft_s=ttft, duration_s=duration)
-                    if restorer is None:
-                        yield event
-                    else:
-                        for restored in restorer.feed(event):
-                            yield restored
-            finally:
-                await _close(stream)
-        except UpstreamError as exc:
-            observer.failed(deployment, exc.kind.value)
-            if restorer is not None:
-                # Release what the restorer holds (a partial placeholder) before the error event.
-                for restored in restorer.flush():
-                    yield restored
-            raise
-        finally:
-            observer.finished(deployment)
+        self.budget.record_request()
+        return await self._attempts(plan, lambda c: self.backend(c).embed(request, c.timeouts), [])
 
 
-async def _close(stream: AsyncIterator[StreamEvent]) -> None:
+async def _first_success(order: Sequence[asyncio.Future[T]]) -> tuple[T, int] | None:
+    """The first task to succeed (its result and its position in ``order``), or None if all failed."""
+    pending = set(order)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is None:
+                return task.result(), order.index(task)
+    return None
+
+
+async def close_stream(stream: AsyncIterator[StreamEvent]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return

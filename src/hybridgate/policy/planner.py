@@ -330,6 +330,8 @@ def plan_chat(
             too_small += problem is not None and problem.startswith("context window")
         elif caps.placement != "cloud":
             problem = no_local
+        elif snapshot.offline:
+            problem = f"offline: {snapshot.offline_reason}"
         elif no_cloud is not None or (regions is not None and caps.region not in regions):
             problem = ""  # placement, governance or residency: worded when the verdicts are built
         if problem is not None:
@@ -447,6 +449,8 @@ def plan_embeddings(
             problem = "does not serve embeddings"
         elif not health.routable:
             problem = f"{health.state.value}: {health.detail}".rstrip(": ")
+        elif caps.placement == "cloud" and snapshot.offline:
+            problem = f"offline: {snapshot.offline_reason}"
         else:
             problem = _placement_problem(caps, no_cloud, no_local, data.allowed_regions)
         if problem is not None:

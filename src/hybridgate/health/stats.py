@@ -1,0 +1,175 @@
+"""One deployment's live measurements, over a sliding window of time.
+
+Kept per deployment (``window_s``, default two minutes, in ``slots`` slots):
+
+- time to first token, with the prompt's prefill taken out (a quantile sketch);
+- decode time per output token (a quantile sketch; its median gives tokens per second);
+- service time (how long an attempt holds the deployment; its mean feeds the queue model);
+- errors by kind; attempts in flight; the runtime's own running/waiting counts when polled;
+  whether its model is loaded; the last probe.
+
+Until ``min_samples`` measurements are in the window, the configured priors stand, so a
+deployment that saw no traffic for a while is judged by its priors again (and gets tried).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from hybridgate.clock import Clock, SystemClock
+from hybridgate.health.predictor import PerfEstimate
+from hybridgate.health.sketch import WindowedCounter, WindowedMean, WindowedSketch
+from hybridgate.health.snapshot import ProbeRecord
+
+if TYPE_CHECKING:
+    from hybridgate.health.load import LoadReading
+
+WINDOW_S = 120.0
+WINDOW_SLOTS = 12
+
+
+class DeploymentStats:
+    """One deployment's windowed measurements, turned into the planner's :class:`PerfEstimate`."""
+
+    def __init__(
+        self,
+        prior: PerfEstimate,
+        *,
+        clock: Clock | None = None,
+        window_s: float = WINDOW_S,
+        slots: int = WINDOW_SLOTS,
+        min_samples: int = 5,
+    ) -> None:
+        clock = clock or SystemClock()
+        self.prior = prior
+        self.min_samples = min_samples
+        self.in_flight = 0
+        self.completed = 0
+        self.runtime: LoadReading | None = None  # the runtime's own account of its load
+        self.last_probe: ProbeRecord | None = None
+        self._ttft = WindowedSketch(window_s, slots, clock)  # base TTFT: prefill of the prompt removed
+        self._decode = WindowedSketch(window_s, slots, clock)  # seconds per output token
+        self._service = WindowedMean(window_s, slots, clock)  # seconds an attempt held the deployment
+        self._errors = WindowedCounter(window_s, slots, clock)
+        self._estimate = prior
+        self._error_rate = 0.0
+        self._recorded = 0  # outcomes recorded so far: the windowed values change with it (or time)
+        self._measured = (-1, -1)  # (recorded, slot) the windowed values were last derived at
+        self._measured_n = -1  # successes in the window when the quantiles were last read
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def finished(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def record_success(
+        self, *, prompt_tokens: int, completion_tokens: int, ttft_s: float | None, duration_s: float
+    ) -> None:
+        """One completed attempt. ``ttft_s`` is None when not streamed (it is then inferred)."""
+        self.completed += 1
+        estimate = self._estimate
+        prefill = prompt_tokens / estimate.prefill_tokens_per_s
+        if ttft_s is not None and completion_tokens >= 2 and duration_s > ttft_s:
+            self._decode.add((duration_s - ttft_s) / (completion_tokens - 1))
+        if ttft_s is None:
+            ttft_s = duration_s - completion_tokens / estimate.tokens_per_s
+        self._ttft.add(max(0.0, ttft_s - prefill))
+        self._service.add(duration_s)
+        self._recorded += 1
+
+    def record_error(self, kind: str) -> None:
+        self._errors.add(kind)
+        self._recorded += 1
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Failed attempts in the window, by :class:`~hybridgate.errors.ErrorKind`."""
+        return Counter(self._errors.counts())
+
+    def error_rate(self) -> float:
+        """The failed share of the window's attempts (0 when there were none)."""
+        self._refresh_if_due()
+        return self._error_rate
+
+    def quantiles(self) -> dict[str, float | None]:
+        """Measured quantiles in seconds (None where the window holds nothing): for /readyz."""
+        return {
+            "ttft_p50_s": self._ttft.quantile(0.5),
+            "ttft_p95_s": self._ttft.quantile(0.95),
+            "decode_per_token_p50_s": self._decode.quantile(0.5),
+            "decode_per_token_p95_s": self._decode.quantile(0.95),
+            "service_mean_s": self._service.mean(),
+        }
+
+    @property
+    def loaded(self) -> bool | None:
+        return self.current()[2]
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot: the gateway's own in-flight beyond the runtime's concurrency,
+        or the runtime's own queue when polled, whichever is larger."""
+        return self.current()[1]
+
+    def estimate(self) -> PerfEstimate:
+        """The current estimate, with the current load (the gateway's in-flight, or the runtime's)."""
+        return self.current()[0]
+
+    def current(self) -> tuple[PerfEstimate, int, bool | None, float]:
+        """(estimate, queue depth, loaded, error rate) now, in one pass: what a snapshot holds."""
+        self._refresh_if_due()
+        est = self._estimate
+        reading = self.runtime
+        concurrency = self.prior.concurrency
+        in_flight = self.in_flight
+        own_in_flight = in_flight
+        reported = 0
+        loaded = None
+        if reading is not None and reading.ok:
+            running, reported = reading.running or 0, reading.waiting or 0
+            if reading.slots:
+                concurrency = reading.slots
+            elif concurrency is None and reported:
+                concurrency = max(1, running)  # an unbounded runtime that queues: it runs this many at once
+            in_flight = max(in_flight, running + reported)
+            loaded = reading.loaded
+        queue = max(own_in_flight - concurrency, reported, 0) if concurrency is not None else reported
+        if est.in_flight != in_flight or est.concurrency != concurrency:
+            est = est._replace(in_flight=in_flight, concurrency=concurrency)
+        return est, queue, loaded, self._error_rate
+
+    def _refresh_if_due(self) -> None:
+        # The windowed values change only when an outcome is recorded or the window turns a slot.
+        # Quantile reads walk the sketch (~10 µs each), so under load the quantiles are re-read
+        # when the window has grown by ~6% (or turned a slot), not on every completed attempt.
+        epoch = self._service.epoch  # every window here has the same slots
+        key = (self._recorded, epoch)
+        if key == self._measured:
+            return
+        rotated = epoch != self._measured[1]
+        self._measured = key
+        n = self._service.count
+        failed = self._errors.total()
+        self._error_rate = failed / (failed + n) if failed + n else 0.0
+        last = self._measured_n
+        if not rotated and (n == last or (last >= self.min_samples and n - last < last // 16)):
+            return
+        self._measured_n = n
+        est = self.prior
+        enough = self.min_samples
+        ttft_n = self._ttft.count
+        if ttft_n >= enough:
+            p50, p95 = self._ttft.quantile(0.5), self._ttft.quantile(0.95)
+            if p50 is not None and p95 is not None:
+                est = est._replace(ttft_p50_s=p50, ttft_p95_s=p95)
+        if self._decode.count >= enough:
+            per_token = self._decode.quantile(0.5)
+            if per_token:
+                est = est._replace(tokens_per_s=1.0 / per_token)
+        if n >= enough:
+            mean = self._service.mean()
+            if mean is not None:
+                est = est._replace(service_s=mean)
+        self._estimate = est._replace(samples=ttft_n if ttft_n >= enough else 0)
