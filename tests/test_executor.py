@@ -155,7 +155,7 @@ def plan(names: Sequence[str], hedge_after: float | None = None) -> RoutePlan:
         summary="",
     )
     candidates = [Candidate(n, "cloud", timeouts) for n in names]
-    hedge = HedgeSpec(hedge_after) if hedge_after is not None else None
+    hedge = HedgeSpec(hedge_after, hedge_after) if hedge_after is not None else None
     return RoutePlan("m", "c", 50, candidates, explanation, hedge)
 
 
@@ -311,7 +311,7 @@ def test_retry_budget_is_a_share_of_recent_requests() -> None:
 # ----------------------------------------------------------------------------- hedging
 
 
-async def test_hedge_after_the_predicted_first_token_time() -> None:
+async def test_hedge_after_the_predicted_answer_time() -> None:
     clock = ManualClock()
     gate = asyncio.Event()
     a, b = Scripted("a", [gate]), Scripted("b")

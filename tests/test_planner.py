@@ -220,6 +220,17 @@ def test_hedge_only_for_classes_that_allow_it() -> None:
     assert plan(context=ctx("actuation")).hedge is None
 
 
+def test_hedge_waits_for_the_first_candidates_predicted_p95() -> None:
+    p = plan(context=ctx("interactive"), req=request(max_tokens=400))
+    assert p.hedge is not None
+    head = p.candidates[0]
+    # A stream is hedged when its first token is late; a whole answer only when the answer is,
+    # which for 400 tokens is much later (hedging it at the first-token time would double most
+    # requests).
+    assert p.hedge.answer_s == pytest.approx(head.predicted_p95_s)
+    assert p.hedge.first_token_s < p.hedge.answer_s / 2
+
+
 def test_per_request_budget_overrides_the_class() -> None:
     p = plan(context=ctx("planning", latency_budget_ms=200.0))
     assert p.explanation.budget.p95_ms == 200.0

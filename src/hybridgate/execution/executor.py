@@ -305,7 +305,7 @@ class Executor:
     # ------------------------------------------------------------------ hedging
 
     async def _hedged(self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]]) -> Answer[T]:
-        """First candidate, and after ``plan.hedge.after_s`` without an answer the second as well."""
+        """First candidate, and after ``plan.hedge.answer_s`` without an answer the second as well."""
         assert plan.hedge is not None
         first, second = plan.candidates[0], plan.candidates[1]
         attempts: list[Attempt] = []
@@ -315,7 +315,7 @@ class Executor:
         primary_attempt = Attempt(first.deployment, self.clock.monotonic())
         attempts.append(primary_attempt)
         primary = asyncio.ensure_future(self._send_once(primary_attempt, functools.partial(call, first)))
-        timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.after_s))
+        timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.answer_s))
         racing: list[asyncio.Future[T]] = [primary]
         try:
             await asyncio.wait({primary, timer}, return_when=asyncio.FIRST_COMPLETED)

@@ -170,7 +170,7 @@ class StreamExecutor:
             tasks.append(asyncio.ensure_future(self._first(candidate, request, payload, attempt)))
 
         launch(pair[0], False)
-        timer = asyncio.ensure_future(ex.clock.sleep(plan.hedge.after_s))
+        timer = asyncio.ensure_future(ex.clock.sleep(plan.hedge.first_token_s))
         try:
             await asyncio.wait({tasks[0], timer}, return_when=asyncio.FIRST_COMPLETED)
             # The budget first: an admitted half-open trial must be used, not held by nobody.

@@ -64,9 +64,12 @@ class Candidate(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class HedgeSpec:
-    """Send the same request to the next candidate if no token arrived after ``after_s``."""
+    """Send the same request to the next candidate when the first is slower than its predicted
+    p95: no token after ``first_token_s`` (streamed), no answer after ``answer_s`` (not streamed).
+    At the p95, about one request in twenty is hedged ("The Tail at Scale", Dean & Barroso 2013)."""
 
-    after_s: float
+    first_token_s: float
+    answer_s: float
 
 
 class Candidates(Sequence[Candidate]):
@@ -381,7 +384,10 @@ def plan_chat(
     if not order:
         _raise_no_candidate(model.name, explanation.verdicts, too_small)
     candidates = Candidates(order, budget, data.redact)
-    hedge = HedgeSpec(_Scored._make(order[0]).ttft_p95_s) if cls.hedge and len(order) > 1 else None
+    hedge = None
+    if cls.hedge and len(order) > 1:
+        head = _Scored._make(order[0])
+        hedge = HedgeSpec(head.ttft_p95_s, head.p95_s)
     return RoutePlan(model.name, ctx.workload_class, cls.priority, candidates, explanation, hedge)
 
 
