@@ -260,7 +260,9 @@ def test_context_length_skips_to_a_larger_window(env: dict[str, Any], a: Upstrea
     assert len(a.log()) == 1
 
 
-def test_flapping_deployment_opens_its_breaker_and_comes_back(tmp_path: Path, a: Upstream, b: Upstream) -> None:
+def test_flapping_deployment_opens_its_breaker_and_comes_back(
+    tmp_path: Path, a: Upstream, b: Upstream
+) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(
         f"""
