@@ -260,6 +260,19 @@ def test_context_length_skips_to_a_larger_window(env: dict[str, Any], a: Upstrea
     assert len(a.log()) == 1
 
 
+def test_content_policy_refusal_is_returned_not_routed_around(
+    env: dict[str, Any], a: Upstream, b: Upstream
+) -> None:
+    a.reset({"kind": "content_policy", "next": 1})
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(env, "pair")
+    assert caught.value.status_code == 400
+    assert caught.value.code == "content_policy_violation"
+    assert "safety system" in caught.value.message, "the provider's own words reach the client"
+    assert len(a.log()) == 1
+    assert b.log() == [], "a refusal is the provider's answer: another provider is not asked"
+
+
 def test_flapping_deployment_opens_its_breaker_and_comes_back(
     tmp_path: Path, a: Upstream, b: Upstream
 ) -> None:

@@ -9,8 +9,8 @@ Send chain (httpx's shape: one concern per step)::
   :class:`~hybridgate.execution.retry.RetryPolicy`'s decision; retries on the same deployment and
   hedges spend the :class:`~hybridgate.execution.retry.RetryBudget`;
 - for classes that allow it, a hedge: if the first candidate has not answered after its predicted
-  p95 time to first token, the same request goes to the next candidate as well; the first answer
-  wins and the other attempt is cancelled;
+  p95 answer time (streams: p95 time to first token), the same request goes to the next candidate
+  as well; the first answer wins and the other attempt is cancelled;
 - candidates the plan marks ``redact`` receive the redacted request, and their answers are
   restored before anyone sees them;
 - every attempt is reported to an :class:`AttemptObserver` (live health, breakers).
