@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from hybridgate.errors import HybridgateError, NoRouteAvailable
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
 from hybridgate.execution.memo import (
     CompletionBuilder,
+    IdempotencyOwnerGone,
     IdempotencyStore,
     Remembered,
     ResponseCache,
@@ -94,18 +96,30 @@ class ModelInfo:
 
 @dataclass(slots=True)
 class Served:
-    """How one request was served: the plan, the attempts, and the gateway's own overhead."""
+    """How one request was served: the plan, the attempts, and the gateway's own overhead.
 
-    plan: RoutePlan
+    ``plan`` is None only for an answer from memory given when no route was available (every
+    deployment down, or offline): ``unrouted`` then says why there was no plan.
+    """
+
+    plan: RoutePlan | None
     deployment: str
     attempts: list[Attempt]
     overhead_ms: float
     memory: str | None = None  # "hit", "stale" (cache) or "replay" (Idempotency-Key)
     extra: dict[str, Any] = field(default_factory=dict)
+    response_id: str = ""  # the id the client is shown for a stream (a replay shows the first's)
+    workload_class: str = ""
+    unrouted: str = ""
 
     def headers(self) -> dict[str, str]:
+        if self.plan is not None:
+            route = self.plan.explanation.headers()
+        else:
+            reason = f"no route available, answered from memory ({self.unrouted})"
+            route = {"x-hybridgate-class": self.workload_class, "x-hybridgate-reason": _header_safe(reason)}
         headers = {
-            **self.plan.explanation.headers(),
+            **route,
             "x-hybridgate-deployment": self.deployment,
             "x-hybridgate-attempts": str(len(self.attempts)),
             "x-hybridgate-overhead-ms": f"{self.overhead_ms:.3f}",
@@ -287,8 +301,60 @@ class Gateway:
     def _cacheable(self, ctx: RequestContext) -> bool:
         return self.config.resilience.cache.enabled and self.policy.classes[ctx.workload_class].cache
 
-    def _remembered(self, plan: RoutePlan, memory: Remembered, arrived: float, kind: str) -> Served:
-        return Served(plan, memory.deployment, [], self._overhead_ms(arrived, []), memory=kind)
+    async def _planned_or_unrouted(
+        self, request: InferenceRequest, ctx: RequestContext, key: str | None
+    ) -> tuple[RoutePlan, Payload] | NoRouteAvailable:
+        """The plan; or, when no route is available but an answer may be remembered (cache,
+        Idempotency-Key), why not: memory can still answer then."""
+        try:
+            return await self._planned(request, ctx)
+        except NoRouteAvailable as exc:
+            if key is None:
+                raise
+            return exc
+
+    def _remembered(
+        self,
+        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        ctx: RequestContext,
+        memory: Remembered,
+        arrived: float,
+        kind: str,
+    ) -> Served:
+        plan, unrouted = (
+            (None, planned.message) if isinstance(planned, NoRouteAvailable) else (planned[0], "")
+        )
+        return Served(
+            plan,
+            memory.deployment,
+            [],
+            self._overhead_ms(arrived, []),
+            memory=kind,
+            response_id=memory.completion.id,
+            workload_class=ctx.workload_class,
+            unrouted=unrouted,
+        )
+
+    async def _claimed(self, tenant: str, idempotency_key: str, key: str) -> Remembered | None:
+        """None: this request owns the key. Otherwise the first request's result (after waiting
+        for it if it is in flight); its failure is raised. If the first request went away
+        without an outcome, the key is claimed again."""
+        while True:
+            first = self.idempotency.claim(tenant, idempotency_key, key)
+            if first is None:
+                return None
+            try:
+                return await asyncio.shield(first)
+            except IdempotencyOwnerGone:
+                continue
+
+    def _owner_failed(self, tenant: str, idempotency_key: str, exc: BaseException) -> None:
+        """The request owning ``idempotency_key`` ended without an answer: waiters get its error;
+        if it was cancelled (its client went away), the key is free for them to claim."""
+        if isinstance(exc, Exception):
+            self.idempotency.abandon(tenant, idempotency_key, exc)
+        else:
+            self.idempotency.release(tenant, idempotency_key)
 
     async def complete(
         self,
@@ -298,18 +364,18 @@ class Gateway:
         idempotency_key: str | None = None,
     ) -> tuple[Served, Completion]:
         """One whole answer: from the cache or an earlier identical Idempotency-Key, else executed."""
-        plan, payload = await self._planned(request, ctx)
         key = self._memo_key(request, ctx, idempotency_key)
+        planned = await self._planned_or_unrouted(request, ctx, key)
         if idempotency_key is not None and key is not None:
-            first = self.idempotency.claim(ctx.tenant, idempotency_key, key)
+            first = await self._claimed(ctx.tenant, idempotency_key, key)
             if first is not None:
-                memory = await asyncio.shield(first)
-                return self._remembered(plan, memory, arrived, "replay"), memory.completion
+                return self._remembered(planned, ctx, first, arrived, "replay"), first.completion
+        cache_key = key if key is not None and self._cacheable(ctx) else None
         try:
-            served, completion = await self._complete(plan, payload, ctx, arrived, key)
-        except HybridgateError as exc:
+            served, completion = await self._complete(planned, ctx, arrived, cache_key)
+        except BaseException as exc:
             if idempotency_key is not None:
-                self.idempotency.abandon(ctx.tenant, idempotency_key, exc)
+                self._owner_failed(ctx.tenant, idempotency_key, exc)
             raise
         if idempotency_key is not None:
             remembered = Remembered(completion, served.deployment, self.clock.monotonic())
@@ -317,19 +383,23 @@ class Gateway:
         return served, completion
 
     async def _complete(
-        self, plan: RoutePlan, payload: Payload, ctx: RequestContext, arrived: float, key: str | None
+        self,
+        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        ctx: RequestContext,
+        arrived: float,
+        cache_key: str | None,
     ) -> tuple[Served, Completion]:
-        cacheable = key is not None and self._cacheable(ctx)
-        if cacheable and key is not None and (hit := self.cache.get(key)) is not None:
-            return self._remembered(plan, hit, arrived, "hit"), hit.completion
+        if cache_key is not None and (hit := self.cache.get(cache_key)) is not None:
+            return self._remembered(planned, ctx, hit, arrived, "hit"), hit.completion
         try:
+            plan, payload = _routed(planned)
             answer = await self.executor.complete(plan, payload)
         except NoRouteAvailable:
-            if cacheable and key is not None and (stale := self.cache.get(key, stale=True)) is not None:
-                return self._remembered(plan, stale, arrived, "stale"), stale.completion
+            if cache_key is not None and (stale := self.cache.get(cache_key, stale=True)) is not None:
+                return self._remembered(planned, ctx, stale, arrived, "stale"), stale.completion
             raise
-        if cacheable and key is not None:
-            self.cache.put(key, answer.result, answer.deployment)
+        if cache_key is not None:
+            self.cache.put(cache_key, answer.result, answer.deployment)
         served = Served(plan, answer.deployment, answer.attempts, self._overhead_ms(arrived, answer.attempts))
         self._account(served, ctx, answer.result.usage, arrived, stream=False)
         return served, answer.result
@@ -343,36 +413,55 @@ class Gateway:
     ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         """The plan's stream once its first event arrived; closing the iterator closes the upstream,
         and its end (or failure) is accounted. Remembered answers are replayed as streams."""
-        plan, payload = await self._planned(request, ctx)
         key = self._memo_key(request, ctx, idempotency_key)
+        planned = await self._planned_or_unrouted(request, ctx, key)
         if idempotency_key is not None and key is not None:
-            first = self.idempotency.claim(ctx.tenant, idempotency_key, key)
+            first = await self._claimed(ctx.tenant, idempotency_key, key)
             if first is not None:
-                memory = await asyncio.shield(first)
-                return self._remembered(plan, memory, arrived, "replay"), _replayed(memory.completion)
-        cacheable = key is not None and self._cacheable(ctx)
-        if cacheable and key is not None and (hit := self.cache.get(key)) is not None:
-            return self._remembered(plan, hit, arrived, "hit"), _replayed(hit.completion)
+                served = self._remembered(planned, ctx, first, arrived, "replay")
+                return served, _replayed(first.completion)
+        cache_key = key if key is not None and self._cacheable(ctx) else None
         try:
-            stream = await self.streams.open(plan, payload)
-        except HybridgateError as exc:
-            if cacheable and key is not None and isinstance(exc, NoRouteAvailable):
-                stale = self.cache.get(key, stale=True)
-                if stale is not None:
-                    return self._remembered(plan, stale, arrived, "stale"), _replayed(stale.completion)
+            served, opened = await self._open(planned, ctx, arrived, cache_key)
+        except BaseException as exc:
             if idempotency_key is not None:
-                self.idempotency.abandon(ctx.tenant, idempotency_key, exc)
+                self._owner_failed(ctx.tenant, idempotency_key, exc)
             raise
-        served = Served(plan, stream.deployment, stream.attempts, self._overhead_ms(arrived, stream.attempts))
-        memo = _StreamMemo(self, ctx.tenant, key if cacheable else None, idempotency_key, key)
-        return served, self._accounted(stream, served, ctx, arrived, memo)
+        if isinstance(opened, Remembered):  # from the cache: it is this key's answer too
+            if idempotency_key is not None:
+                self.idempotency.complete(ctx.tenant, idempotency_key, opened)
+            return served, _replayed(opened.completion)
+        memo = _StreamMemo(self, ctx.tenant, cache_key, idempotency_key)
+        return served, self._accounted(opened, served, ctx, arrived, memo)
+
+    async def _open(
+        self,
+        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        ctx: RequestContext,
+        arrived: float,
+        cache_key: str | None,
+    ) -> tuple[Served, OpenStream | Remembered]:
+        if cache_key is not None and (hit := self.cache.get(cache_key)) is not None:
+            return self._remembered(planned, ctx, hit, arrived, "hit"), hit
+        try:
+            plan, payload = _routed(planned)
+            stream = await self.streams.open(plan, payload)
+        except NoRouteAvailable:
+            if cache_key is not None and (stale := self.cache.get(cache_key, stale=True)) is not None:
+                return self._remembered(planned, ctx, stale, arrived, "stale"), stale
+            raise
+        overhead = self._overhead_ms(arrived, stream.attempts)
+        served = Served(plan, stream.deployment, stream.attempts, overhead, response_id=uuid.uuid4().hex[:24])
+        return served, stream
 
     async def _accounted(
         self, stream: OpenStream, served: Served, ctx: RequestContext, arrived: float, memo: _StreamMemo
     ) -> AsyncIterator[StreamEvent]:
         usage: Usage | None = None
         error: HybridgateError | None = None
-        assembled = CompletionBuilder() if memo.wanted else None
+        assembled = (
+            CompletionBuilder(served.response_id, created=int(self.clock.wall())) if memo.wanted else None
+        )
         try:
             async for event in stream:
                 if assembled is not None:
@@ -384,12 +473,14 @@ class Gateway:
             error = exc
             raise
         finally:
-            await stream.aclose()
-            outcome = error.code if error is not None else ("" if usage is not None else "client_closed")
-            self._account(served, ctx, usage or Usage(), arrived, stream=True, error=outcome)
-            memo.settle(
-                assembled.build() if assembled is not None and usage is not None else None, served, error
-            )
+            try:
+                await stream.aclose()
+            finally:  # even if closing was itself cancelled: an Idempotency-Key must not stay claimed
+                outcome = error.code if error is not None else ("" if usage is not None else "client_closed")
+                self._account(served, ctx, usage or Usage(), arrived, stream=True, error=outcome)
+                memo.settle(
+                    assembled.build() if assembled is not None and usage is not None else None, served, error
+                )
 
     async def embed(
         self, request: EmbeddingRequest, ctx: RequestContext, arrived: float
@@ -414,6 +505,8 @@ class Gateway:
         stream: bool,
         error: str = "",
     ) -> None:
+        plan = served.plan
+        assert plan is not None  # only executed answers are accounted
         spec = self.policy.deployments[served.deployment]
         elapsed = self.clock.monotonic() - arrived
         n_bytes = 4 * (usage.prompt_tokens + usage.completion_tokens)
@@ -426,7 +519,7 @@ class Gateway:
             elapsed,
         )
         served.extra["cost_usd"] = cost.total
-        self.metrics.request(served.plan.model, ctx.workload_class, served.deployment, error or "ok", elapsed)
+        self.metrics.request(plan.model, ctx.workload_class, served.deployment, error or "ok", elapsed)
         if not error:
             self.ledger.record(
                 tenant=ctx.tenant,
@@ -439,14 +532,14 @@ class Gateway:
             )
         if self.decision_log is None:
             return
-        explanation = served.plan.explanation
+        explanation = plan.explanation
         self.decision_log.write(
             {
                 "ts": round(self.clock.wall(), 3),
                 "tenant": ctx.tenant,
                 "key": ctx.key_id,
                 "class": ctx.workload_class,
-                "model": served.plan.model,
+                "model": plan.model,
                 "region": ctx.region,
                 "sensitivity": ctx.sensitivity,
                 "stream": stream,
@@ -560,6 +653,17 @@ class Gateway:
         return ready, {"status": status, "offline": offline, "models": models, "deployments": deployments}
 
 
+def _routed(planned: tuple[RoutePlan, Payload] | NoRouteAvailable) -> tuple[RoutePlan, Payload]:
+    if isinstance(planned, NoRouteAvailable):
+        raise planned
+    return planned
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
 async def _replayed(completion: Completion) -> AsyncIterator[StreamEvent]:
     for event in replay(completion):
         yield event
@@ -573,7 +677,6 @@ class _StreamMemo:
     tenant: str
     cache_key: str | None
     idempotency_key: str | None
-    fingerprint: str | None
 
     @property
     def wanted(self) -> bool:
@@ -588,6 +691,7 @@ class _StreamMemo:
         if completion is not None:
             remembered = Remembered(completion, served.deployment, gateway.clock.monotonic())
             gateway.idempotency.complete(self.tenant, self.idempotency_key, remembered)
-        else:
-            reason = error or HybridgateError("the first request with this Idempotency-Key did not complete")
-            gateway.idempotency.abandon(self.tenant, self.idempotency_key, reason)
+        elif error is not None:
+            gateway.idempotency.abandon(self.tenant, self.idempotency_key, error)
+        else:  # the client went away before the end: nobody has the answer, the key is free again
+            gateway.idempotency.release(self.tenant, self.idempotency_key)

@@ -177,16 +177,17 @@ def start_llama_server(
 
 
 def start_sandbox(
-    profile: str = "instant", *, seed: int = 0, timeout: float = 60.0
+    profile: str = "instant", *, seed: int = 0, port: int | None = None, timeout: float = 60.0
 ) -> tuple[ManagedProcess, str]:
-    """The SANDBOX stand-in cloud (``python -m hybridgate.sandbox``) on a free port."""
+    """The SANDBOX stand-in cloud (``python -m hybridgate.sandbox``) on ``port`` (default: a free
+    one; give one to bring a stopped sandbox back where its clients expect it)."""
     proc = ManagedProcess(
         [
             sys.executable,
             "-m",
             "hybridgate.sandbox",
             "--port",
-            "0",
+            str(port or 0),
             "--profile",
             profile,
             "--seed",

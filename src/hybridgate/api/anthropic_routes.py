@@ -23,7 +23,7 @@ class AnthropicRoutes:
             served, events = await cancel_on_disconnect(
                 request, self.gateway.open_stream(req, ctx, request.arrived, key)
             )
-            encoder = wire.EventEncoder(wire.message_id(), req.model)
+            encoder = wire.EventEncoder(wire.message_id(served.response_id), req.model)
             return sse_response(events, encoder, served.headers())
         key = request.headers.get("idempotency-key")
         served, completion = await cancel_on_disconnect(

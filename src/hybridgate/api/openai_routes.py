@@ -28,7 +28,9 @@ class OpenAIRoutes:
             served, events = await cancel_on_disconnect(
                 request, self.gateway.open_stream(req, ctx, request.arrived, key)
             )
-            encoder = wire.ChunkEncoder(wire.completion_id(), req.model, include_usage=req.include_usage)
+            encoder = wire.ChunkEncoder(
+                wire.completion_id(served.response_id), req.model, include_usage=req.include_usage
+            )
             return sse_response(events, encoder, served.headers())
         key = request.headers.get("idempotency-key")
         served, completion = await cancel_on_disconnect(

@@ -9,7 +9,9 @@ parameter do not. Entries are scoped by tenant: one tenant never sees another's 
   be served, marked stale, when every candidate failed.
 - :class:`IdempotencyStore`: a repeated ``Idempotency-Key`` (an agent retrying an action) gets the
   first result, or waits for the first request still in flight, instead of running it twice. The
-  same key with a different request is a 422.
+  same key with a different request is a 422. A key whose first request failed is free again (its
+  waiters get the failure); one whose first request was cancelled (its client went away) is free
+  again too, and its waiters claim it anew: one of them runs the request.
 
 Both are in-memory LRUs owned by the event loop (shared state across instances comes later).
 """
@@ -72,9 +74,11 @@ def replay(completion: Completion) -> list[StreamEvent]:
 
 
 class CompletionBuilder:
-    """Assembles a streamed answer into one :class:`Completion` (to remember it)."""
+    """Assembles a streamed answer into one :class:`Completion` (to remember it): ``id``, ``model``
+    and ``created`` are what the client was shown, so that a replay shows the same."""
 
-    def __init__(self) -> None:
+    def __init__(self, id: str = "", model: str = "", created: int = 0) -> None:
+        self._id, self._model, self._created = id, model, created
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self._end: StreamEnd | None = None
@@ -95,12 +99,13 @@ class CompletionBuilder:
             return None
         calls = tuple(ToolCall(i, n, a) for i, n, a in (self._calls[k] for k in sorted(self._calls)))
         return Completion(
-            id="",
-            model="",
+            id=self._id,
+            model=self._model,
             text="".join(self._text),
             tool_calls=calls,
             finish_reason=self._end.finish_reason,
             usage=self._end.usage,
+            created=self._created,
         )
 
 
@@ -129,7 +134,10 @@ class ResponseCache:
         age = self._clock.monotonic() - entry.stored_at
         if age <= self.ttl_s:
             self._entries.move_to_end(key)
-            self.hits += not stale
+            if stale:  # asked for after every candidate failed: served (and counted) as stale
+                self.stale_served += 1
+            else:
+                self.hits += 1
             return entry
         if stale and age <= self.ttl_s + self.stale_ttl_s:
             self.stale_served += 1
@@ -151,14 +159,27 @@ class ResponseCache:
         return len(self._entries)
 
 
+class IdempotencyOwnerGone(Exception):
+    """Set on a key's future when its first request went away without an outcome (cancelled):
+    the key is free, and whoever waited for it should claim it again."""
+
+
 @dataclass(slots=True)
 class _Pending:
     fingerprint: str
     done: asyncio.Future[Remembered]
-    created: float
+    settled_at: float | None = None  # when the result arrived (the TTL counts from there)
 
 
 class IdempotencyStore:
+    """Keys and their first request's result, per tenant.
+
+    Settled keys are kept ``ttl_s`` from their result, and the least recently claimed go first
+    beyond ``max_entries``. Keys whose first request is still in flight are never evicted: that
+    would let a retry run the action a second time, and their number is bounded by the requests
+    in flight anyway.
+    """
+
     def __init__(self, max_entries: int, ttl_s: float, clock: Clock) -> None:
         self._entries: OrderedDict[str, _Pending] = OrderedDict()
         self.max_entries = max_entries
@@ -170,12 +191,14 @@ class IdempotencyStore:
         return f"{tenant}\x00{key}"
 
     def claim(self, tenant: str, key: str, request_fingerprint: str) -> asyncio.Future[Remembered] | None:
-        """None: this request owns the key (run it, then :meth:`complete` or :meth:`abandon`).
-        Otherwise the future of the first request's result (already done or still in flight)."""
+        """None: this request owns the key (run it, then :meth:`complete`, :meth:`abandon` or
+        :meth:`release`). Otherwise the future of the first request's result (already done or
+        still in flight); it raises the first request's error, or :class:`IdempotencyOwnerGone`.
+        Raises :class:`UnprocessableEntity` if the key was used with a different request."""
         scoped = self._scoped(tenant, key)
         now = self._clock.monotonic()
         entry = self._entries.get(scoped)
-        if entry is not None and entry.done.done() and now - entry.created > self.ttl_s:
+        if entry is not None and entry.settled_at is not None and now - entry.settled_at > self.ttl_s:
             del self._entries[scoped]
             entry = None
         if entry is not None:
@@ -183,23 +206,50 @@ class IdempotencyStore:
                 raise UnprocessableEntity(
                     "Idempotency-Key was already used with a different request", param="idempotency-key"
                 )
+            self._entries.move_to_end(scoped)
             self.replayed += 1
             return entry.done
-        self._entries[scoped] = _Pending(request_fingerprint, asyncio.get_running_loop().create_future(), now)
-        while len(self._entries) > self.max_entries:
-            _, oldest = self._entries.popitem(last=False)
-            if not oldest.done.done():
-                oldest.done.cancel()
+        self._entries[scoped] = _Pending(request_fingerprint, asyncio.get_running_loop().create_future())
+        self._evict()
         return None
 
+    def _evict(self) -> None:
+        excess = len(self._entries) - self.max_entries
+        if excess <= 0:
+            return
+        victims: list[str] = []
+        for scoped, entry in self._entries.items():  # least recently claimed first
+            if entry.settled_at is not None:
+                victims.append(scoped)
+                if len(victims) == excess:
+                    break
+        for scoped in victims:
+            del self._entries[scoped]
+
     def complete(self, tenant: str, key: str, result: Remembered) -> None:
+        """The owner's result: kept for the key, and given to everyone waiting for it."""
         entry = self._entries.get(self._scoped(tenant, key))
         if entry is not None and not entry.done.done():
             entry.done.set_result(result)
+            entry.settled_at = self._clock.monotonic()
 
     def abandon(self, tenant: str, key: str, error: BaseException) -> None:
         """The owner failed: waiters get its error, and the key is free for a new attempt."""
-        entry = self._entries.pop(self._scoped(tenant, key), None)
-        if entry is not None and not entry.done.done():
-            entry.done.set_exception(error)
-            entry.done.exception()  # retrieved: no "exception was never retrieved" if nobody waits
+        self._drop(tenant, key, error)
+
+    def release(self, tenant: str, key: str) -> None:
+        """The owner went away without an outcome (cancelled): the key is free, and waiters claim
+        it again (one of them runs the request)."""
+        self._drop(tenant, key, IdempotencyOwnerGone())
+
+    def _drop(self, tenant: str, key: str, error: BaseException) -> None:
+        scoped = self._scoped(tenant, key)
+        entry = self._entries.get(scoped)
+        if entry is None or entry.done.done():
+            return  # settled already: a late failure (e.g. while closing) does not undo the result
+        del self._entries[scoped]
+        entry.done.set_exception(error)
+        entry.done.exception()  # retrieved: no "exception was never retrieved" if nobody waits
+
+    def __len__(self) -> int:
+        return len(self._entries)

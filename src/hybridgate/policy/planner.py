@@ -371,6 +371,9 @@ def plan_chat(
         else:
             scored.append((2, p95, cost, position, spec, wait, ttft_p95, expected, p95, cost, meets))
     order = sorted(scored)  # by rank, which is unique (it ends with the position)
+    summary = _summary(order, budget, cls)
+    if snapshot.offline and any(reason.startswith("offline:") for _, _, reason in rejected):
+        summary = f"offline, cloud deployments not tried; {summary}"
     explanation = Explanation(
         model=model.name,
         workload_class=ctx.workload_class,
@@ -379,7 +382,7 @@ def plan_chat(
         data=data,
         verdicts=lambda: _verdicts(policy, cls, rejected, scored, data),
         order=tuple(row[4].name for row in order),
-        summary=_summary(order, budget, cls),
+        summary=summary,
     )
     if not order:
         _raise_no_candidate(model.name, explanation.verdicts, too_small)
