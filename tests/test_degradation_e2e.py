@@ -134,6 +134,7 @@ version: 1
 classes:
   default: {{latency: {LONG}, placement: cloud-first}}
   cached: {{latency: {LONG}, placement: cloud-first, cache: true}}
+  action: {{latency: {LONG}, placement: cloud-first, idempotent: true}}
 resilience:
   retry: {{backoff_base_s: 0.01, backoff_max_s: 0.1, retry_budget_min: 1000}}
   cache: {{enabled: true}}
@@ -226,6 +227,33 @@ def test_the_same_key_with_another_body_is_422_openai(env: Env) -> None:
     assert len(env.upstream.log()) == 1
 
 
+def test_an_idempotent_class_requires_a_key(env: Env) -> None:
+    prompt = fresh()
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(env.openai("action"), prompt)
+    body = caught.value.response.json()["error"]
+    assert body["param"] == "idempotency-key"
+    assert "Idempotency-Key" in body["message"]
+    assert "'action'" in body["message"]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        env.anthropic("action").messages.create(model="solo", max_tokens=12, messages=prompt)
+    assert refused.value.response.json()["error"]["type"] == "invalid_request_error"
+    assert env.upstream.log() == [], "refused before anything ran"
+    key = uuid.uuid4().hex
+    first, again = _ask(env.openai("action"), prompt, key), _ask(env.openai("action"), prompt, key)
+    assert again.headers["x-hybridgate-cache"] == "replay"
+    assert again.parse().id == first.parse().id
+    assert len(env.upstream.log()) == 1
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_an_idempotency_key_out_of_bounds_is_400(env: Env, key: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(env.openai(), fresh(), key)
+    assert caught.value.response.json()["error"]["param"] == "idempotency-key"
+    assert env.upstream.log() == []
+
+
 def test_idempotency_key_with_the_anthropic_api(env: Env) -> None:
     client, key = env.anthropic(), uuid.uuid4().hex
     prompt = fresh()
@@ -308,10 +336,16 @@ def test_a_first_attempt_whose_client_went_away_frees_the_key(env: Env) -> None:
 # ---------------------------------------------------------------------------- response cache
 
 
+_CACHE_HITS_SERVED = (
+    'hybridgate_requests_total{class="cached",deployment="s",model="solo",outcome="cache_hit"}'
+)
+
+
 def test_an_identical_request_is_served_from_the_cache(env: Env) -> None:
     client, prompt = env.openai("cached"), fresh()
     first = _ask(client, prompt)
     hits_before = _metric(env, 'hybridgate_memory_total{result="cache_hit"}')
+    served_before = _metric(env, _CACHE_HITS_SERVED)
     again = _ask(client, prompt)
     assert "x-hybridgate-cache" not in first.headers
     assert again.headers["x-hybridgate-cache"] == "hit"
@@ -320,6 +354,8 @@ def test_an_identical_request_is_served_from_the_cache(env: Env) -> None:
     assert again.parse().choices[0].message == first.parse().choices[0].message
     assert len(env.upstream.log()) == 1
     assert _metric(env, 'hybridgate_memory_total{result="cache_hit"}') == (hits_before or 0) + 1
+    # Accounted like any request, with its own outcome.
+    assert _metric(env, _CACHE_HITS_SERVED) == (served_before or 0) + 1
 
 
 @pytest.mark.parametrize(

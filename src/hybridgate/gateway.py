@@ -23,7 +23,7 @@ from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
 from hybridgate.cost.ledger import Ledger
-from hybridgate.errors import HybridgateError, NoRouteAvailable
+from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
 from hybridgate.execution.memo import (
     CompletionBuilder,
@@ -40,7 +40,7 @@ from hybridgate.health.load import LoadPoller
 from hybridgate.health.probes import Prober, probe_settings
 from hybridgate.health.snapshot import DeploymentState, HealthSnapshot
 from hybridgate.policy.context import ClientIdentity, RequestContext, build_context
-from hybridgate.policy.explain import Explanation
+from hybridgate.policy.explain import Explanation, header_safe
 from hybridgate.policy.governance import DataProfile
 from hybridgate.policy.planner import RoutePlan, estimate_prompt_tokens, plan_chat, plan_embeddings
 from hybridgate.policy.table import Policy, compile_policy
@@ -94,6 +94,17 @@ class ModelInfo:
     deployments: tuple[tuple[str, str], ...]  # (name, state)
 
 
+@dataclass(frozen=True, slots=True)
+class Unrouted:
+    """No route was available for ``model``; an answer from memory may still be given."""
+
+    model: str
+    error: NoRouteAvailable
+
+
+Planned = tuple[RoutePlan, Payload] | Unrouted
+
+
 @dataclass(slots=True)
 class Served:
     """How one request was served: the plan, the attempts, and the gateway's own overhead.
@@ -117,7 +128,7 @@ class Served:
             route = self.plan.explanation.headers()
         else:
             reason = f"no route available, answered from memory ({self.unrouted})"
-            route = {"x-hybridgate-class": self.workload_class, "x-hybridgate-reason": _header_safe(reason)}
+            route = {"x-hybridgate-class": self.workload_class, "x-hybridgate-reason": header_safe(reason)}
         headers = {
             **route,
             "x-hybridgate-deployment": self.deployment,
@@ -294,7 +305,20 @@ class Gateway:
     def _memo_key(
         self, request: InferenceRequest, ctx: RequestContext, idempotency_key: str | None
     ) -> str | None:
-        if idempotency_key is not None or self._cacheable(ctx):
+        """The request's fingerprint when memory may answer it; checks the Idempotency-Key."""
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
+                raise InvalidRequest(
+                    f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters", param="idempotency-key"
+                )
+            return fingerprint(request, ctx.tenant)
+        if self.policy.classes[ctx.workload_class].idempotent:
+            raise InvalidRequest(
+                f"workload class {ctx.workload_class!r} serves actions that must not run twice: "
+                "send an Idempotency-Key header (the same one when retrying)",
+                param="idempotency-key",
+            )
+        if self._cacheable(ctx):
             return fingerprint(request, ctx.tenant)
         return None
 
@@ -303,7 +327,7 @@ class Gateway:
 
     async def _planned_or_unrouted(
         self, request: InferenceRequest, ctx: RequestContext, key: str | None
-    ) -> tuple[RoutePlan, Payload] | NoRouteAvailable:
+    ) -> Planned:
         """The plan; or, when no route is available but an answer may be remembered (cache,
         Idempotency-Key), why not: memory can still answer then."""
         try:
@@ -311,20 +335,21 @@ class Gateway:
         except NoRouteAvailable as exc:
             if key is None:
                 raise
-            return exc
+            return Unrouted(request.model, exc)
 
     def _remembered(
         self,
-        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        planned: Planned,
         ctx: RequestContext,
         memory: Remembered,
         arrived: float,
         kind: str,
     ) -> Served:
-        plan, unrouted = (
-            (None, planned.message) if isinstance(planned, NoRouteAvailable) else (planned[0], "")
-        )
-        return Served(
+        if isinstance(planned, Unrouted):
+            plan, model, unrouted = None, planned.model, planned.error.message
+        else:
+            plan, model, unrouted = planned[0], planned[0].model, ""
+        served = Served(
             plan,
             memory.deployment,
             [],
@@ -334,6 +359,8 @@ class Gateway:
             workload_class=ctx.workload_class,
             unrouted=unrouted,
         )
+        self._account_memory(served, model, ctx, arrived)
+        return served
 
     async def _claimed(self, tenant: str, idempotency_key: str, key: str) -> Remembered | None:
         """None: this request owns the key. Otherwise the first request's result (after waiting
@@ -384,7 +411,7 @@ class Gateway:
 
     async def _complete(
         self,
-        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        planned: Planned,
         ctx: RequestContext,
         arrived: float,
         cache_key: str | None,
@@ -436,7 +463,7 @@ class Gateway:
 
     async def _open(
         self,
-        planned: tuple[RoutePlan, Payload] | NoRouteAvailable,
+        planned: Planned,
         ctx: RequestContext,
         arrived: float,
         cache_key: str | None,
@@ -567,6 +594,34 @@ class Gateway:
             }
         )
 
+    def _account_memory(self, served: Served, model: str, ctx: RequestContext, arrived: float) -> None:
+        """An answer from memory: counted and logged like any request, billed nothing (no
+        upstream was called; the deployment named is the one that produced it first)."""
+        elapsed = self.clock.monotonic() - arrived
+        outcome = _MEMORY_OUTCOMES[served.memory or ""]
+        self.metrics.request(model, ctx.workload_class, served.deployment, outcome, elapsed)
+        if self.decision_log is None:
+            return
+        self.decision_log.write(
+            {
+                "ts": round(self.clock.wall(), 3),
+                "tenant": ctx.tenant,
+                "key": ctx.key_id,
+                "class": ctx.workload_class,
+                "model": model,
+                "region": ctx.region,
+                "sensitivity": ctx.sensitivity,
+                "deployment": served.deployment,
+                "outcome": outcome,
+                "attempts": [],
+                "cost_usd": {"total": 0.0},
+                "latency_ms": round(elapsed * 1000, 2),
+                "overhead_ms": round(served.overhead_ms, 3),
+                "plan": served.plan.explanation.to_dict() if served.plan is not None else None,
+                "unrouted": served.unrouted or None,
+            }
+        )
+
     # ------------------------------------------------------------------ introspection
 
     def _executor_counters(self) -> dict[str, int]:
@@ -653,15 +708,14 @@ class Gateway:
         return ready, {"status": status, "offline": offline, "models": models, "deployments": deployments}
 
 
-def _routed(planned: tuple[RoutePlan, Payload] | NoRouteAvailable) -> tuple[RoutePlan, Payload]:
-    if isinstance(planned, NoRouteAvailable):
-        raise planned
+def _routed(planned: Planned) -> tuple[RoutePlan, Payload]:
+    if isinstance(planned, Unrouted):
+        raise planned.error
     return planned
 
 
-def _header_safe(text: str, limit: int = 300) -> str:
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+_MAX_IDEMPOTENCY_KEY = 255  # Stripe's limit; a key is an id, not a payload
+_MEMORY_OUTCOMES = {"hit": "cache_hit", "stale": "cache_stale", "replay": "idempotent_replay", "": "memory"}
 
 
 async def _replayed(completion: Completion) -> AsyncIterator[StreamEvent]:

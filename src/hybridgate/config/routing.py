@@ -58,7 +58,11 @@ class WorkloadClass(Strict):
     hedge: bool = Field(False, description="May send a backup request to the next candidate (hedging).")
     cache: bool = Field(False, description="May be served from the response cache.")
     idempotent: bool = Field(
-        False, description="Requests are actions that must not run twice (e.g. actuation)."
+        False,
+        description=(
+            "Requests are actions that must not run twice (e.g. actuation): each must carry an "
+            "Idempotency-Key header (400 without one), so an agent's retry gets the first answer."
+        ),
     )
     on_sensitive: SensitiveAction | None = Field(
         None, description="What to do when sensitive data is found; default: governance.default_action."

@@ -165,11 +165,12 @@ class Explanation:
         return {
             "x-hybridgate-class": self.workload_class,
             "x-hybridgate-route": ">".join(self.order),
-            "x-hybridgate-reason": _header_safe(self.summary),
+            "x-hybridgate-reason": header_safe(self.summary),
         }
 
 
-def _header_safe(text: str, limit: int = 300) -> str:
+def header_safe(text: str, limit: int = 300) -> str:
+    """``text`` as a header value: printable ASCII (others become ?), at most ``limit`` characters."""
     clean = (
         text
         if text.isascii() and text.isprintable()
