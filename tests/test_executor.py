@@ -125,6 +125,7 @@ class Scripted:
 class Observer:
     closed: set[str] = field(default_factory=set)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    outrun_by: list[tuple[str, float]] = field(default_factory=list)
 
     def admit(self, deployment: str) -> bool:
         return deployment not in self.closed
@@ -137,6 +138,9 @@ class Observer:
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         self.failures.append((deployment, kind))
+
+    def outrun(self, deployment: str, over_s: float) -> None:
+        self.outrun_by.append((deployment, over_s))
 
     def finished(self, deployment: str) -> None:
         pass
@@ -329,6 +333,48 @@ async def test_hedge_after_the_predicted_answer_time() -> None:
     assert (ex.counters.hedges, ex.counters.hedges_won) == (1, 1)
 
 
+async def test_a_hedged_attempt_that_lost_is_reported_with_how_long_it_was_outrun() -> None:
+    """The loser's latency is censored, not dropped: the predictor must not learn only winners."""
+    clock = ManualClock()
+    slow, backup = asyncio.Event(), asyncio.Event()
+    a, b = Scripted("a", [slow]), Scripted("b", [backup])
+    observer = Observer()
+    ex = executor(clock, a, b, observer=observer)
+    task = asyncio.ensure_future(ex.complete(plan(["a", "b"], hedge_after=0.5), Payload(REQUEST)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    clock.advance(0.5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert b.calls, "hedged"
+    clock.advance(0.25)
+    backup.set()
+    await drive(clock, task)
+    assert task.result().deployment == "b"
+    ((deployment, over_s),) = observer.outrun_by
+    assert deployment == "a"
+    assert over_s == pytest.approx(0.25)
+
+
+async def test_a_backup_that_lost_is_not_reported_as_outrun() -> None:
+    clock = ManualClock()
+    slow, backup = asyncio.Event(), asyncio.Event()
+    a, b = Scripted("a", [slow]), Scripted("b", [backup])
+    observer = Observer()
+    ex = executor(clock, a, b, observer=observer)
+    task = asyncio.ensure_future(ex.complete(plan(["a", "b"], hedge_after=0.5), Payload(REQUEST)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    clock.advance(0.5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    slow.set()  # the first answers after all; the backup is cancelled, its short wait says nothing
+    await drive(clock, task)
+    assert task.result().deployment == "a"
+    assert b.cancelled == 1
+    assert observer.outrun_by == []
+
+
 async def test_no_hedge_when_the_first_answers_in_time() -> None:
     clock = ManualClock()
     a, b = Scripted("a"), Scripted("b")
@@ -415,7 +461,8 @@ async def test_stream_hedge_takes_the_first_token_and_closes_the_other() -> None
     gate = asyncio.Event()
     a = Scripted("a", [[gate, TextDelta("slow"), StreamEnd("stop", Usage())]])
     b = Scripted("b")
-    ex = executor(clock, a, b)
+    observer = Observer()
+    ex = executor(clock, a, b, observer=observer)
     task = asyncio.ensure_future(StreamExecutor(ex).open(plan(["a", "b"], hedge_after=0.3), Payload(REQUEST)))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -425,3 +472,4 @@ async def test_stream_hedge_takes_the_first_token_and_closes_the_other() -> None
     assert opened.deployment == "b"
     assert a.cancelled == 1
     assert ex.counters.hedges_won == 1
+    assert [d for d, _ in observer.outrun_by] == ["a"]

@@ -131,6 +131,84 @@ def test_priors_return_when_the_measurements_leave_the_window() -> None:
     assert est.ttft_p50_s == base.ttft_p50_s, "a deployment not measured lately is judged by its priors"
 
 
+ONE_SLOT = prior("local", concurrency=1, prefill_tokens_per_s=1e9)
+
+
+def test_a_one_slot_runtime_s_queue_wait_is_not_counted_as_service() -> None:
+    """Three attempts sent together to one slot finish 1 s apart: each served in 1 s, not 1, 2, 3."""
+    clock = ManualClock()
+    stats = DeploymentStats(ONE_SLOT, clock=clock, min_samples=3)
+    for _ in range(3):
+        stats.started()
+    for i in range(1, 4):
+        clock.advance(1.0)
+        stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=i - 0.5, duration_s=float(i))
+        stats.finished()
+    est = stats.estimate()
+    assert est.service_s == pytest.approx(1.0)
+    assert est.ttft_p50_s == pytest.approx(0.5, rel=0.01)
+    assert stats.quantiles()["ttft_p95_s"] == pytest.approx(0.5, rel=0.01)
+
+
+def test_a_failure_that_held_the_slot_frees_it_and_one_refused_at_once_does_not() -> None:
+    clock = ManualClock()
+    stats = DeploymentStats(ONE_SLOT, clock=clock, min_samples=2)
+    for _ in range(3):
+        stats.started()
+    clock.advance(2.0)
+    stats.record_error("server_error")  # held the slot for 2 s, then failed: the slot is free now
+    stats.finished()
+    stats.record_error("overloaded")  # refused at once: never held it
+    stats.finished()
+    clock.advance(1.0)
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=2.5, duration_s=3.0)
+    stats.finished()
+    stats.started()  # an idle slot: sent and served at once
+    clock.advance(1.0)
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.5, duration_s=1.0)
+    stats.finished()
+    assert stats.estimate().service_s == pytest.approx(1.0), "2 s of the first success were queue wait"
+
+
+def test_an_attempt_outrun_by_its_hedge_is_recorded_beyond_the_p95() -> None:
+    """Its time to first token was at least the p95 plus how long it was outrun: censored, not dropped."""
+    clock = ManualClock()
+    stats = DeploymentStats(prior("cloud", prefill_tokens_per_s=1e9), clock=clock, min_samples=5)
+    for _ in range(18):
+        stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.02, duration_s=0.1)
+    p95 = stats.estimate().ttft_p95_s
+    assert p95 == pytest.approx(0.02, rel=0.02)
+    stats.record_outrun(0.5)
+    stats.record_outrun(0.5)  # two in twenty: beyond the p95
+    assert stats.estimate().ttft_p95_s == pytest.approx(p95 + 0.5, rel=0.02)
+    assert stats.estimate().ttft_p50_s == pytest.approx(0.02, rel=0.02)
+
+
+def test_runtimes_with_more_slots_keep_the_whole_duration() -> None:
+    clock = ManualClock()
+    for stats in (
+        DeploymentStats(prior("local", concurrency=2, prefill_tokens_per_s=1e9), clock=clock, min_samples=2),
+        DeploymentStats(prior("cloud", prefill_tokens_per_s=1e9), clock=clock, min_samples=2),
+    ):
+        for _ in range(2):
+            stats.started()
+        for i in (1, 2):
+            clock.advance(1.0)
+            stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=None, duration_s=float(i))
+            stats.finished()
+        assert stats.estimate().service_s == pytest.approx(1.5)
+    # A runtime that reports its own slots is believed over the prior.
+    polled = DeploymentStats(ONE_SLOT, clock=clock, min_samples=2)
+    polled.runtime = LoadReading(running=2, waiting=0, slots=2)
+    for _ in range(2):
+        polled.started()
+    for i in (1, 2):
+        clock.advance(1.0)
+        polled.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=None, duration_s=float(i))
+        polled.finished()
+    assert polled.estimate().service_s == pytest.approx(1.5)
+
+
 def test_the_estimate_follows_the_latest_samples_under_load() -> None:
     stats = DeploymentStats(prior("local", prefill_tokens_per_s=1e9), clock=ManualClock(), min_samples=5)
     for _ in range(200):

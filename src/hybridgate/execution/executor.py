@@ -67,6 +67,13 @@ class AttemptObserver(Protocol):
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
 
+    def outrun(self, deployment: str, over_s: float) -> None:
+        """A hedged attempt still had no answer ``over_s`` after its hedge was sent, when the
+        hedge answered first and it was cancelled. Its latency is at least its predicted p95
+        plus ``over_s``: a lower bound, recorded so that the predictor does not learn only
+        from the attempts that won (it would then hedge ever sooner)."""
+        ...
+
     def finished(self, deployment: str) -> None: ...
 
 
@@ -81,6 +88,9 @@ class _NoObserver:
         pass
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
+        pass
+
+    def outrun(self, deployment: str, over_s: float) -> None:
         pass
 
     def finished(self, deployment: str) -> None:
@@ -328,6 +338,8 @@ class Executor:
                     asyncio.ensure_future(self._send_once(backup_attempt, functools.partial(call, second)))
                 )
             winner = await _first_success(racing)
+            if winner is not None and winner[1] == 1 and not primary.done():
+                self.observer.outrun(first.deployment, self.clock.monotonic() - attempts[1].started)
         finally:
             timer.cancel()
             for task in racing:

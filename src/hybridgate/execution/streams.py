@@ -178,6 +178,8 @@ class StreamExecutor:
                 ex.counters.hedges += 1
                 launch(pair[1], True)
             winner = await _first_success(tasks)
+            if winner == 1 and not tasks[0].done():
+                ex.observer.outrun(pair[0].deployment, ex.clock.monotonic() - attempts[1].started)
         finally:
             timer.cancel()
         for index, task in enumerate(tasks):

@@ -181,6 +181,10 @@ class LiveHealth:
         self._reports[deployment] += 1
         self._outcome(deployment, ok=False, kind=kind, retry_after=retry_after)
 
+    def outrun(self, deployment: str, over_s: float) -> None:
+        self.stats[deployment].record_outrun(over_s)
+        self._dirty.add(deployment)
+
     def finished(self, deployment: str) -> None:
         self.stats[deployment].finished()
         if self._reports[deployment] > 0:

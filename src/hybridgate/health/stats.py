@@ -10,6 +10,14 @@ Kept per deployment (``window_s``, default two minutes, in ``slots`` slots):
 
 Until ``min_samples`` measurements are in the window, the configured priors stand, so a
 deployment that saw no traffic for a while is judged by its priors again (and gets tried).
+
+On a runtime with one slot (the embedded llama.cpp runtime, a one-slot llama.cpp server) the
+attempts the gateway times include their wait in its queue, which the planner predicts
+separately (queue wait = in flight x service time). So that the wait is not counted twice, and
+so that one burst does not inflate the predictions for the whole window, each completed attempt
+is split with the one-server rule: its service began when it arrived or when the slot was last
+freed, whichever is later; the time before that is queue wait, taken out of both its time to
+first token and its service time.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ if TYPE_CHECKING:
 
 WINDOW_S = 120.0
 WINDOW_SLOTS = 12
+# Failures that never held the runtime's slot (refused at once), or may not have (a deadline that
+# passed in the queue): they do not mark the slot as freed. After a failure that did hold it, the
+# next success then counts that failure's time as its own service: it errs towards predicting a
+# longer queue, not a shorter one.
+_SLOT_NOT_FREED = frozenset({"overloaded", "rate_limited", "unavailable", "timeout"})
 
 
 class DeploymentStats:
@@ -42,6 +55,7 @@ class DeploymentStats:
         min_samples: int = 5,
     ) -> None:
         clock = clock or SystemClock()
+        self._clock = clock
         self.prior = prior
         self.min_samples = min_samples
         self.in_flight = 0
@@ -56,7 +70,8 @@ class DeploymentStats:
         self._error_rate = 0.0
         self._recorded = 0  # outcomes recorded so far: the windowed values change with it (or time)
         self._measured = (-1, -1)  # (recorded, slot) the windowed values were last derived at
-        self._measured_n = -1  # successes in the window when the quantiles were last read
+        self._measured_n = -1  # time-to-first-token samples when the quantiles were last read
+        self._slot_freed_at = float("-inf")  # one-slot runtimes: when the last attempt left the slot
 
     def started(self) -> None:
         self.in_flight += 1
@@ -67,7 +82,11 @@ class DeploymentStats:
     def record_success(
         self, *, prompt_tokens: int, completion_tokens: int, ttft_s: float | None, duration_s: float
     ) -> None:
-        """One completed attempt. ``ttft_s`` is None when not streamed (it is then inferred)."""
+        """One completed attempt. ``ttft_s`` is None when not streamed (it is then inferred).
+
+        ``ttft_s`` and ``duration_s`` count from when the attempt was sent; on a one-slot runtime
+        its wait in the queue is taken out (see the module docstring).
+        """
         self.completed += 1
         estimate = self._estimate
         prefill = prompt_tokens / estimate.prefill_tokens_per_s
@@ -75,13 +94,49 @@ class DeploymentStats:
             self._decode.add((duration_s - ttft_s) / (completion_tokens - 1))
         if ttft_s is None:
             ttft_s = duration_s - completion_tokens / estimate.tokens_per_s
-        self._ttft.add(max(0.0, ttft_s - prefill))
-        self._service.add(duration_s)
+        wait = self._queue_wait(duration_s)
+        self._ttft.add(max(0.0, ttft_s - wait - prefill))
+        self._service.add(duration_s - wait)
+        self._recorded += 1
+
+    def record_outrun(self, over_s: float) -> None:
+        """An attempt cancelled because its hedge answered first, ``over_s`` after the hedge was
+        sent (which was at the predicted p95): its time to first token was at least the current
+        p95 plus ``over_s``. Recorded as that lower bound. Quantiles at or below the p95 stay
+        right with such censored values (only the share of attempts beyond the p95 matters to
+        them), while leaving the losers out would teach the window only the winners' times, and
+        the p95, and with it the hedge delay, would sink towards the fast requests' p95."""
+        self._queue_wait(0.0)  # it held a one-slot runtime's slot until now
+        self._refresh_if_due()
+        self._ttft.add(self._estimate.ttft_p95_s + max(0.0, over_s))
         self._recorded += 1
 
     def record_error(self, kind: str) -> None:
+        if kind not in _SLOT_NOT_FREED:
+            self._queue_wait(0.0)  # it held the slot until now
         self._errors.add(kind)
         self._recorded += 1
+
+    def _queue_wait(self, duration_s: float) -> float:
+        """How long the attempt ending now (sent ``duration_s`` ago) waited for a one-slot runtime.
+
+        0 on a runtime with more slots (or unbounded), and for an attempt the gateway did not see
+        start (``in_flight`` counts it until it is finished): the split needs both.
+        """
+        if self.in_flight < 1 or self._slots() != 1:
+            return 0.0
+        now = self._clock.monotonic()
+        sent = now - duration_s
+        began = max(sent, self._slot_freed_at)
+        self._slot_freed_at = now
+        return min(duration_s, began - sent)
+
+    def _slots(self) -> int | None:
+        """How many requests the runtime serves at once: its own word when polled, else the prior."""
+        reading = self.runtime
+        if reading is not None and reading.ok and reading.slots:
+            return reading.slots
+        return self.prior.concurrency
 
     @property
     def errors(self) -> Counter[str]:
@@ -154,9 +209,10 @@ class DeploymentStats:
         failed = self._errors.total()
         self._error_rate = failed / (failed + n) if failed + n else 0.0
         last = self._measured_n
-        if not rotated and (n == last or (last >= self.min_samples and n - last < last // 16)):
+        seen = self._ttft.count  # successes and outrun attempts
+        if not rotated and (seen == last or (last >= self.min_samples and seen - last < last // 16)):
             return
-        self._measured_n = n
+        self._measured_n = seen
         est = self.prior
         enough = self.min_samples
         ttft_n = self._ttft.count
