@@ -13,7 +13,9 @@ Send chain (httpx's shape: one concern per step)::
   as well; the first answer wins and the other attempt is cancelled;
 - candidates the plan marks ``redact`` receive the redacted request, and their answers are
   restored before anyone sees them;
-- every attempt is reported to an :class:`AttemptObserver` (live health, breakers).
+- every attempt is reported to an :class:`AttemptObserver` (live health, breakers), and, when the
+  request is traced, to its :class:`AttemptTracer` (one span per attempt, current while the
+  attempt's upstream call is made, so that HTTP adapters propagate it).
 
 Streams (first-token failover, hedging, mid-stream continuation) live in
 :mod:`hybridgate.execution.streams`.
@@ -26,6 +28,7 @@ import contextlib
 import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -111,13 +114,29 @@ class Restoring(Protocol):
     def stream_restorer(self) -> StreamRestoring: ...
 
 
+class AttemptTrace(Protocol):
+    """One attempt's span: made current around the upstream call, ended once with its outcome."""
+
+    def active(self) -> AbstractContextManager[object]: ...
+
+    def end(self, attempt: Attempt, usage: Usage | None = None, finish_reason: str | None = None) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    """Makes the span of each attempt of one request (a child of the request's span)."""
+
+    def attempt(self, attempt: Attempt) -> AttemptTrace: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """What to send: the request, and its redacted form for candidates that must not see it all."""
+    """What to send: the request, and its redacted form for candidates that must not see it all;
+    ``tracer`` when the request is traced."""
 
     request: InferenceRequest
     redacted: InferenceRequest | None = None
     restorer: Restoring | None = None
+    tracer: AttemptTracer | None = None
 
     def for_candidate(self, candidate: Candidate) -> InferenceRequest:
         if candidate.redact:
@@ -137,10 +156,20 @@ class Attempt:
     duration: float = 0.0  # to the answer; for a stream, to its first event
     error: UpstreamError | None = None
     hedge: bool = False  # a backup request sent while the previous attempt was still running
+    reason: str = ""  # why it was made: "" (the first), "retry", "failover", "hedge", "continuation"
+    after: str = ""  # the error kind of the failure that led to it (retry, failover, continuation)
+    cancelled: bool = False  # stopped before its outcome was known (a hedge lost, the client left)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, the error kind, or ``cancelled``."""
+        if self.error is not None:
+            return self.error.kind.value
+        return "cancelled" if self.cancelled else "ok"
 
 
 @dataclass(slots=True)
@@ -226,20 +255,37 @@ class Executor:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _send_once(self, attempt: Attempt, call: Callable[[], Awaitable[T]]) -> T:
-        """One call, reported to the observer; the failure is recorded on ``attempt`` and raised."""
+    async def _send_once(
+        self, attempt: Attempt, call: Callable[[], Awaitable[T]], tracer: AttemptTracer | None = None
+    ) -> T:
+        """One call, reported to the observer (and traced); a failure is recorded on ``attempt``."""
         observer = self.observer
+        span = tracer.attempt(attempt) if tracer is not None else None
         observer.started(attempt.deployment)
         try:
-            result = await call()
-        except UpstreamError as exc:
+            if span is None:
+                result = await call()
+            else:
+                with span.active():
+                    result = await call()
+        except BaseException as exc:
             attempt.duration = self.clock.monotonic() - attempt.started
-            attempt.error = exc
-            observer.failed(attempt.deployment, exc.kind.value, exc.retry_after)
+            if isinstance(exc, UpstreamError):
+                attempt.error = exc
+                observer.failed(attempt.deployment, exc.kind.value, exc.retry_after)
+            elif isinstance(exc, asyncio.CancelledError):
+                attempt.cancelled = True
+            if span is not None:
+                span.end(attempt)
             raise
         finally:
             observer.finished(attempt.deployment)
         attempt.duration = self.clock.monotonic() - attempt.started
+        if span is not None:
+            if isinstance(result, Completion):
+                span.end(attempt, result.usage, result.finish_reason)
+            else:
+                span.end(attempt, getattr(result, "usage", None))
         return result
 
     # ------------------------------------------------------------------ the attempt loop
@@ -275,6 +321,10 @@ class Executor:
                 continue
             tries[candidate.deployment] = tries.get(candidate.deployment, 0) + 1
             attempt = Attempt(candidate.deployment, self.clock.monotonic())
+            if attempts:
+                last = attempts[-1]
+                attempt.reason = "retry" if last.deployment == candidate.deployment else "failover"
+                attempt.after = last.error.kind.value if last.error is not None else ""
             attempts.append(attempt)
             try:
                 return await try_one(candidate, attempt), i
@@ -305,26 +355,31 @@ class Executor:
         call: Callable[[Candidate], Awaitable[T]],
         attempts: list[Attempt],
         start: int = 0,
+        tracer: AttemptTracer | None = None,
     ) -> Answer[T]:
         async def try_one(candidate: Candidate, attempt: Attempt) -> T:
-            return await self._send_once(attempt, functools.partial(call, candidate))
+            return await self._send_once(attempt, functools.partial(call, candidate), tracer)
 
         result, index = await self.walk(plan, try_one, attempts, start)
         return Answer(result, plan.candidates[index].deployment, attempts)
 
     # ------------------------------------------------------------------ hedging
 
-    async def _hedged(self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]]) -> Answer[T]:
+    async def _hedged(
+        self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]], tracer: AttemptTracer | None
+    ) -> Answer[T]:
         """First candidate, and after ``plan.hedge.answer_s`` without an answer the second as well."""
         assert plan.hedge is not None
         first, second = plan.candidates[0], plan.candidates[1]
         attempts: list[Attempt] = []
         if not self.observer.admit(first.deployment):
             self.counters.breaker_skips += 1
-            return await self._attempts(plan, call, attempts, start=1)
+            return await self._attempts(plan, call, attempts, start=1, tracer=tracer)
         primary_attempt = Attempt(first.deployment, self.clock.monotonic())
         attempts.append(primary_attempt)
-        primary = asyncio.ensure_future(self._send_once(primary_attempt, functools.partial(call, first)))
+        primary = asyncio.ensure_future(
+            self._send_once(primary_attempt, functools.partial(call, first), tracer)
+        )
         timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.answer_s))
         racing: list[asyncio.Future[T]] = [primary]
         try:
@@ -332,10 +387,14 @@ class Executor:
             # The budget first: an admitted half-open trial must be used, not held by nobody.
             if not primary.done() and self.budget.try_spend() and self.observer.admit(second.deployment):
                 self.counters.hedges += 1
-                backup_attempt = Attempt(second.deployment, self.clock.monotonic(), hedge=True)
+                backup_attempt = Attempt(
+                    second.deployment, self.clock.monotonic(), hedge=True, reason="hedge"
+                )
                 attempts.append(backup_attempt)
                 racing.append(
-                    asyncio.ensure_future(self._send_once(backup_attempt, functools.partial(call, second)))
+                    asyncio.ensure_future(
+                        self._send_once(backup_attempt, functools.partial(call, second), tracer)
+                    )
                 )
             winner = await _first_success(racing)
             if winner is not None and winner[1] == 1 and not primary.done():
@@ -353,7 +412,7 @@ class Executor:
                 self.counters.hedges_won += 1
             return Answer(result, (first, second)[index].deployment, attempts)
         raise_returned_as_is(attempts)
-        return await self._attempts(plan, call, attempts, start=len(racing))
+        return await self._attempts(plan, call, attempts, start=len(racing), tracer=tracer)
 
     # ------------------------------------------------------------------ entry points
 
@@ -376,12 +435,16 @@ class Executor:
             return completion
 
         if plan.hedge is not None and len(plan.candidates) > 1:
-            return await self._hedged(plan, call)
-        return await self._attempts(plan, call, [])
+            return await self._hedged(plan, call, payload.tracer)
+        return await self._attempts(plan, call, [], tracer=payload.tracer)
 
-    async def embed(self, plan: RoutePlan, request: EmbeddingRequest) -> Answer[EmbeddingResult]:
+    async def embed(
+        self, plan: RoutePlan, request: EmbeddingRequest, tracer: AttemptTracer | None = None
+    ) -> Answer[EmbeddingResult]:
         self.budget.record_request()
-        return await self._attempts(plan, lambda c: self.backend(c).embed(request, c.timeouts), [])
+        return await self._attempts(
+            plan, lambda c: self.backend(c).embed(request, c.timeouts), [], tracer=tracer
+        )
 
 
 async def _first_success(order: Sequence[asyncio.Future[T]]) -> tuple[T, int] | None:

@@ -22,7 +22,14 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from hybridgate.errors import HybridgateError, UpstreamError
-from hybridgate.execution.executor import Attempt, Executor, Payload, close_stream, raise_returned_as_is
+from hybridgate.execution.executor import (
+    Attempt,
+    AttemptTrace,
+    Executor,
+    Payload,
+    close_stream,
+    raise_returned_as_is,
+)
 from hybridgate.policy.planner import Candidate, RoutePlan
 from hybridgate.types import (
     InferenceRequest,
@@ -73,15 +80,23 @@ class StreamExecutor:
         self.ex = executor
 
     async def _observed(
-        self, candidate: Candidate, request: InferenceRequest, payload: Payload, started: float
+        self,
+        candidate: Candidate,
+        request: InferenceRequest,
+        payload: Payload,
+        attempt: Attempt,
+        span: AttemptTrace | None,
     ) -> AsyncIterator[StreamEvent]:
-        """The candidate's stream, restored if it was redacted, with its life reported."""
+        """The candidate's stream, restored if it was redacted, with its life reported (and its
+        span ended when it ends: completed, failed, or closed before its end)."""
         ex = self.ex
         observer = ex.observer
         deployment = candidate.deployment
+        started = attempt.started
         observer.started(deployment)
         restorer = payload.restorer.stream_restorer() if candidate.redact and payload.restorer else None
         ttft: float | None = None
+        end: StreamEnd | None = None
         try:
             stream = ex.backend(candidate).stream(request, candidate.timeouts)
             try:
@@ -89,6 +104,7 @@ class StreamExecutor:
                     if ttft is None:
                         ttft = ex.clock.monotonic() - started
                     if isinstance(event, StreamEnd):
+                        end = event
                         duration = ex.clock.monotonic() - started
                         observer.succeeded(deployment, usage=event.usage, ttft_s=ttft, duration_s=duration)
                     if restorer is None:
@@ -99,6 +115,8 @@ class StreamExecutor:
             finally:
                 await close_stream(stream)
         except UpstreamError as exc:
+            if attempt.error is None:  # also a failure after the first event (the stream was cut)
+                attempt.error = exc
             observer.failed(deployment, exc.kind.value, exc.retry_after)
             if restorer is not None:
                 # Release what the restorer holds (a partial placeholder) before the error.
@@ -107,14 +125,24 @@ class StreamExecutor:
             raise
         finally:
             observer.finished(deployment)
+            if end is None and attempt.error is None:
+                attempt.cancelled = True  # closed before its end: a hedge lost, the client left
+            if span is not None:
+                span.end(attempt, end.usage if end else None, end.finish_reason if end else None)
 
     async def _first(
         self, candidate: Candidate, request: InferenceRequest, payload: Payload, attempt: Attempt
     ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """Start ``candidate``'s stream and wait for its first event (failure recorded on ``attempt``)."""
-        stream = self._observed(candidate, request, payload, attempt.started)
+        tracer = payload.tracer
+        span = tracer.attempt(attempt) if tracer is not None else None
+        stream = self._observed(candidate, request, payload, attempt, span)
         try:
-            first = await anext(stream)
+            if span is None:
+                first = await anext(stream)
+            else:
+                with span.active():  # the upstream request is sent now: it carries this span
+                    first = await anext(stream)
         except UpstreamError as exc:
             attempt.error = exc
             attempt.duration = self.ex.clock.monotonic() - attempt.started
@@ -124,6 +152,10 @@ class StreamExecutor:
             error = UpstreamError(f"{candidate.deployment}: empty stream", deployment=candidate.deployment)
             attempt.error = error
             raise error from None
+        except asyncio.CancelledError:
+            attempt.cancelled = True
+            attempt.duration = self.ex.clock.monotonic() - attempt.started
+            raise
         attempt.duration = self.ex.clock.monotonic() - attempt.started
         return stream, first
 
@@ -164,7 +196,9 @@ class StreamExecutor:
         tasks: list[asyncio.Task[tuple[AsyncIterator[StreamEvent], StreamEvent]]] = []
 
         def launch(candidate: Candidate, hedge: bool) -> None:
-            attempt = Attempt(candidate.deployment, ex.clock.monotonic(), hedge=hedge)
+            attempt = Attempt(
+                candidate.deployment, ex.clock.monotonic(), hedge=hedge, reason="hedge" if hedge else ""
+            )
             attempts.append(attempt)
             request = payload.for_candidate(candidate)
             tasks.append(asyncio.ensure_future(self._first(candidate, request, payload, attempt)))
@@ -233,7 +267,9 @@ class StreamExecutor:
                     await close_stream(current)
                     if tools or not "".join(sent):
                         raise
-                    resumed = await self._resume(plan, payload, index, "".join(sent), len(sent), attempts)
+                    resumed = await self._resume(
+                        plan, payload, index, "".join(sent), len(sent), attempts, exc.kind.value
+                    )
                     if resumed is None:
                         raise exc from None
                     current, index, first_again = resumed
@@ -253,6 +289,7 @@ class StreamExecutor:
         partial: str,
         produced: int,
         attempts: list[Attempt],
+        cause: str,
     ) -> tuple[AsyncIterator[StreamEvent], int, StreamEvent] | None:
         """The next candidate that can continue the answer, with its first event; None if none can."""
         ex = self.ex
@@ -267,7 +304,7 @@ class StreamExecutor:
             request = continuation_request(
                 payload.request, partial, prefill=backend.capabilities.assistant_prefill, produced=produced
             )
-            attempt = Attempt(candidate.deployment, ex.clock.monotonic())
+            attempt = Attempt(candidate.deployment, ex.clock.monotonic(), reason="continuation", after=cause)
             attempts.append(attempt)
             try:
                 stream, first = await self._first(candidate, request, payload, attempt)
