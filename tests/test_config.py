@@ -174,13 +174,13 @@ def test_every_option_is_documented() -> None:
 
 
 def test_every_section_is_in_the_reference() -> None:
-    from hybridgate.config import governance, pricing, resilience, routing, schema
+    from hybridgate.config import governance, pricing, resilience, routing, schema, telemetry
 
     documented = {m for _, m in SECTIONS}
-    modules = {m.__name__ for m in (schema, routing, governance, pricing, resilience)}
+    modules = {m.__name__ for m in (schema, routing, governance, pricing, resilience, telemetry)}
     public_models = [
         v
-        for module in (schema, routing, governance, pricing, resilience)
+        for module in (schema, routing, governance, pricing, resilience, telemetry)
         for v in vars(module).values()
         if isinstance(v, type)
         and issubclass(v, BaseModel)

@@ -242,7 +242,8 @@ def test_decision_log_has_the_decision_and_no_content(setup: tuple[str, Cloud, P
     # The gateway's writer thread appends it right after the answer; wait for the file, bounded.
     assert eventually(lambda: any('"redact":true' in line for line in lines()), timeout=10)
     records = [json.loads(line) for line in lines()]
-    mine = [r for r in records if r["class"] == "redacting" and r["plan"]["data"]["redact"]]
+    # Failed requests (refused, no route) are logged too, some before any plan was made.
+    mine = [r for r in records if r["class"] == "redacting" and r["plan"] and r["plan"]["data"]["redact"]]
     assert mine
     record = mine[-1]
     assert record["deployment"] == "cloud-us"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
 from hybridgate.cost.ledger import Ledger
-from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable
+from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable, SensitiveDataRefused
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
 from hybridgate.execution.memo import (
     CompletionBuilder,
@@ -46,14 +47,19 @@ from hybridgate.policy.planner import RoutePlan, estimate_prompt_tokens, plan_ch
 from hybridgate.policy.table import Policy, compile_policy
 from hybridgate.privacy.redaction import RedactionError
 from hybridgate.telemetry.decision_log import DecisionLog
+from hybridgate.telemetry.inflight import Inflight
 from hybridgate.telemetry.metrics import Metrics, Sources
+from hybridgate.telemetry.records import decision_record
+from hybridgate.telemetry.tracing import SENSITIVE_LEVELS, Tracing, deployment_traits, make_exporter
 from hybridgate.types import (
     Completion,
     EmbeddingRequest,
     EmbeddingResult,
     InferenceRequest,
+    Message,
     StreamEnd,
     StreamEvent,
+    TextDelta,
     Usage,
 )
 
@@ -197,14 +203,33 @@ class Gateway:
             )
         )
         self.decision_log = self._decision_log()
+        self.tracing = self._tracing()
         self.started_at = self.clock.wall()
 
+    def _base(self) -> Path:
+        """Where relative paths of the configuration start."""
+        return self.loaded.source.parent if self.loaded.source is not None else Path.cwd()
+
     def _decision_log(self) -> DecisionLog | None:
-        path = self.config.decision_log.path
-        if path is None:
+        cfg = self.config.decision_log
+        if cfg.path is None:
             return None
-        base = self.loaded.source.parent if self.loaded.source is not None else Path.cwd()
-        return DecisionLog((base / path).resolve())
+        key = cfg.prompt_hash_key.get_secret_value().encode() if cfg.prompt_hash_key else os.urandom(32)
+        return DecisionLog(
+            (self._base() / cfg.path).resolve(),
+            max_bytes=cfg.max_bytes,
+            keep=cfg.keep,
+            max_age_s=cfg.max_age_s,
+            hash_key=key,
+            clock=self.clock,
+        )
+
+    def _tracing(self) -> Tracing | None:
+        cfg = self.config.tracing
+        if not cfg.enabled:
+            return None
+        traits = {name: deployment_traits(dep) for name, dep in self.config.deployments.items()}
+        return Tracing(cfg, clock=self.clock, deployments=traits, exporter=make_exporter(cfg, self._base()))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,7 +265,9 @@ class Gateway:
         self._health_tasks = []
         await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
         if self.decision_log is not None:
-            self.decision_log.close()
+            await asyncio.to_thread(self.decision_log.close)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports what is pending
 
     def mark_all_ready(self) -> None:
         """Treat every configured deployment as ready without starting it (offline explain)."""
@@ -279,13 +306,15 @@ class Gateway:
         """The plan's explanation (the scan runs on this thread: for offline use and tests)."""
         return self.plan(request, ctx, self.guard.screen(request)).explanation
 
-    async def _planned(self, request: InferenceRequest, ctx: RequestContext) -> tuple[RoutePlan, Payload]:
+    async def _planned(self, inflight: Inflight) -> tuple[RoutePlan, Payload]:
+        request, ctx = inflight.request, inflight.ctx
+        assert isinstance(request, InferenceRequest)
         screening = await self.screen(request)
-        plan = self.plan(request, ctx, screening)
+        plan = self._traced_plan(inflight, self.plan(request, ctx, screening))
         if plan.priority != request.priority:  # local runtimes order their queues by it
             request = dataclasses.replace(request, priority=plan.priority)
         if not plan.needs_redaction:
-            return plan, Payload(request)
+            return plan, Payload(request, tracer=inflight)
         try:
             redacted, restorer = screening.redact()
         except RedactionError as exc:
@@ -293,8 +322,43 @@ class Gateway:
             # keeps the data local (or refuses), never sends it as it is.
             failed = DataProfile(scan_failed=True, reason=f"cannot redact: {exc}")
             replan = plan_chat(request, ctx, failed, self.health.snapshot(), self.policy)
-            return replan, Payload(request)
-        return plan, Payload(request, redacted, restorer)
+            return self._traced_plan(inflight, replan), Payload(request, tracer=inflight)
+        return plan, Payload(request, redacted, restorer, tracer=inflight)
+
+    def _traced_plan(self, inflight: Inflight, plan: RoutePlan) -> RoutePlan:
+        inflight.plan = plan
+        trace = inflight.trace
+        if trace is not None:
+            data = plan.explanation.data
+            sensitive = data.sensitive or bool(data.kinds) or inflight.ctx.sensitivity in SENSITIVE_LEVELS
+            messages = inflight.request.messages if isinstance(inflight.request, InferenceRequest) else ()
+            trace.planned(
+                plan,
+                sensitive=sensitive,
+                record_content=self.config.tracing.record_content,
+                messages=messages,
+            )
+        return plan
+
+    def _begin(
+        self,
+        request: InferenceRequest | EmbeddingRequest,
+        ctx: RequestContext,
+        arrived: float,
+        operation: str,
+    ) -> Inflight:
+        """The request's record from now to its end (and its trace span, when tracing is on)."""
+        inflight = Inflight(request, ctx, arrived, os.urandom(12).hex(), operation)
+        if self.tracing is not None:
+            inflight.trace = self.tracing.begin(
+                operation,
+                request.model,
+                arrived=arrived,
+                traceparent=ctx.traceparent,
+                tracestate=ctx.tracestate,
+                attributes={"hybridgate.request_id": inflight.id, "hybridgate.tenant": ctx.tenant},
+            )
+        return inflight
 
     def _overhead_ms(self, arrived: float, attempts: list[Attempt]) -> float:
         spent_upstream = sum(a.duration for a in attempts)
@@ -325,26 +389,17 @@ class Gateway:
     def _cacheable(self, ctx: RequestContext) -> bool:
         return self.config.resilience.cache.enabled and self.policy.classes[ctx.workload_class].cache
 
-    async def _planned_or_unrouted(
-        self, request: InferenceRequest, ctx: RequestContext, key: str | None
-    ) -> Planned:
+    async def _planned_or_unrouted(self, inflight: Inflight, key: str | None) -> Planned:
         """The plan; or, when no route is available but an answer may be remembered (cache,
         Idempotency-Key), why not: memory can still answer then."""
         try:
-            return await self._planned(request, ctx)
+            return await self._planned(inflight)
         except NoRouteAvailable as exc:
             if key is None:
                 raise
-            return Unrouted(request.model, exc)
+            return Unrouted(inflight.request.model, exc)
 
-    def _remembered(
-        self,
-        planned: Planned,
-        ctx: RequestContext,
-        memory: Remembered,
-        arrived: float,
-        kind: str,
-    ) -> Served:
+    def _remembered(self, planned: Planned, inflight: Inflight, memory: Remembered, kind: str) -> Served:
         if isinstance(planned, Unrouted):
             plan, model, unrouted = None, planned.model, planned.error.message
         else:
@@ -353,13 +408,13 @@ class Gateway:
             plan,
             memory.deployment,
             [],
-            self._overhead_ms(arrived, []),
+            self._overhead_ms(inflight.arrived, []),
             memory=kind,
             response_id=memory.completion.id,
-            workload_class=ctx.workload_class,
+            workload_class=inflight.ctx.workload_class,
             unrouted=unrouted,
         )
-        self._account_memory(served, model, ctx, arrived)
+        self._account_memory(served, model, inflight)
         return served
 
     async def _claimed(self, tenant: str, idempotency_key: str, key: str) -> Remembered | None:
@@ -391,15 +446,27 @@ class Gateway:
         idempotency_key: str | None = None,
     ) -> tuple[Served, Completion]:
         """One whole answer: from the cache or an earlier identical Idempotency-Key, else executed."""
+        inflight = self._begin(request, ctx, arrived, "chat")
+        try:
+            return await self._complete_request(inflight, idempotency_key)
+        except BaseException as exc:
+            self._account_failure(inflight, exc, stream=False)
+            raise
+
+    async def _complete_request(
+        self, inflight: Inflight, idempotency_key: str | None
+    ) -> tuple[Served, Completion]:
+        request, ctx = inflight.request, inflight.ctx
+        assert isinstance(request, InferenceRequest)
         key = self._memo_key(request, ctx, idempotency_key)
-        planned = await self._planned_or_unrouted(request, ctx, key)
+        planned = await self._planned_or_unrouted(inflight, key)
         if idempotency_key is not None and key is not None:
             first = await self._claimed(ctx.tenant, idempotency_key, key)
             if first is not None:
-                return self._remembered(planned, ctx, first, arrived, "replay"), first.completion
+                return self._remembered(planned, inflight, first, "replay"), first.completion
         cache_key = key if key is not None and self._cacheable(ctx) else None
         try:
-            served, completion = await self._complete(planned, ctx, arrived, cache_key)
+            served, completion = await self._complete(planned, inflight, cache_key)
         except BaseException as exc:
             if idempotency_key is not None:
                 self._owner_failed(ctx.tenant, idempotency_key, exc)
@@ -410,26 +477,32 @@ class Gateway:
         return served, completion
 
     async def _complete(
-        self,
-        planned: Planned,
-        ctx: RequestContext,
-        arrived: float,
-        cache_key: str | None,
+        self, planned: Planned, inflight: Inflight, cache_key: str | None
     ) -> tuple[Served, Completion]:
         if cache_key is not None and (hit := self.cache.get(cache_key)) is not None:
-            return self._remembered(planned, ctx, hit, arrived, "hit"), hit.completion
+            return self._remembered(planned, inflight, hit, "hit"), hit.completion
         try:
             plan, payload = _routed(planned)
             answer = await self.executor.complete(plan, payload)
         except NoRouteAvailable:
             if cache_key is not None and (stale := self.cache.get(cache_key, stale=True)) is not None:
-                return self._remembered(planned, ctx, stale, arrived, "stale"), stale.completion
+                return self._remembered(planned, inflight, stale, "stale"), stale.completion
             raise
         if cache_key is not None:
             self.cache.put(cache_key, answer.result, answer.deployment)
-        served = Served(plan, answer.deployment, answer.attempts, self._overhead_ms(arrived, answer.attempts))
-        self._account(served, ctx, answer.result.usage, arrived, stream=False)
-        return served, answer.result
+        overhead = self._overhead_ms(inflight.arrived, answer.attempts)
+        served = Served(plan, answer.deployment, answer.attempts, overhead)
+        result = answer.result
+        self._account(
+            served,
+            inflight,
+            result.usage,
+            stream=False,
+            finish_reason=result.finish_reason,
+            response_model=result.model,
+            output_text=result.text,
+        )
+        return served, result
 
     async def open_stream(
         self,
@@ -440,16 +513,28 @@ class Gateway:
     ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         """The plan's stream once its first event arrived; closing the iterator closes the upstream,
         and its end (or failure) is accounted. Remembered answers are replayed as streams."""
+        inflight = self._begin(request, ctx, arrived, "chat")
+        try:
+            return await self._open_request(inflight, idempotency_key)
+        except BaseException as exc:
+            self._account_failure(inflight, exc, stream=True)
+            raise
+
+    async def _open_request(
+        self, inflight: Inflight, idempotency_key: str | None
+    ) -> tuple[Served, AsyncIterator[StreamEvent]]:
+        request, ctx = inflight.request, inflight.ctx
+        assert isinstance(request, InferenceRequest)
         key = self._memo_key(request, ctx, idempotency_key)
-        planned = await self._planned_or_unrouted(request, ctx, key)
+        planned = await self._planned_or_unrouted(inflight, key)
         if idempotency_key is not None and key is not None:
             first = await self._claimed(ctx.tenant, idempotency_key, key)
             if first is not None:
-                served = self._remembered(planned, ctx, first, arrived, "replay")
+                served = self._remembered(planned, inflight, first, "replay")
                 return served, _replayed(first.completion)
         cache_key = key if key is not None and self._cacheable(ctx) else None
         try:
-            served, opened = await self._open(planned, ctx, arrived, cache_key)
+            served, opened = await self._open(planned, inflight, cache_key)
         except BaseException as exc:
             if idempotency_key is not None:
                 self._owner_failed(ctx.tenant, idempotency_key, exc)
@@ -459,42 +544,41 @@ class Gateway:
                 self.idempotency.complete(ctx.tenant, idempotency_key, opened)
             return served, _replayed(opened.completion)
         memo = _StreamMemo(self, ctx.tenant, cache_key, idempotency_key)
-        return served, self._accounted(opened, served, ctx, arrived, memo)
+        return served, self._accounted(opened, served, inflight, memo)
 
     async def _open(
-        self,
-        planned: Planned,
-        ctx: RequestContext,
-        arrived: float,
-        cache_key: str | None,
+        self, planned: Planned, inflight: Inflight, cache_key: str | None
     ) -> tuple[Served, OpenStream | Remembered]:
         if cache_key is not None and (hit := self.cache.get(cache_key)) is not None:
-            return self._remembered(planned, ctx, hit, arrived, "hit"), hit
+            return self._remembered(planned, inflight, hit, "hit"), hit
         try:
             plan, payload = _routed(planned)
             stream = await self.streams.open(plan, payload)
         except NoRouteAvailable:
             if cache_key is not None and (stale := self.cache.get(cache_key, stale=True)) is not None:
-                return self._remembered(planned, ctx, stale, arrived, "stale"), stale
+                return self._remembered(planned, inflight, stale, "stale"), stale
             raise
-        overhead = self._overhead_ms(arrived, stream.attempts)
+        overhead = self._overhead_ms(inflight.arrived, stream.attempts)
         served = Served(plan, stream.deployment, stream.attempts, overhead, response_id=uuid.uuid4().hex[:24])
         return served, stream
 
     async def _accounted(
-        self, stream: OpenStream, served: Served, ctx: RequestContext, arrived: float, memo: _StreamMemo
+        self, stream: OpenStream, served: Served, inflight: Inflight, memo: _StreamMemo
     ) -> AsyncIterator[StreamEvent]:
-        usage: Usage | None = None
+        end: StreamEnd | None = None
         error: HybridgateError | None = None
         assembled = (
             CompletionBuilder(served.response_id, created=int(self.clock.wall())) if memo.wanted else None
         )
+        text: list[str] | None = [] if inflight.trace is not None and inflight.trace.content else None
         try:
             async for event in stream:
                 if assembled is not None:
                     assembled.add(event)
                 if isinstance(event, StreamEnd):
-                    usage = event.usage
+                    end = event
+                elif text is not None and isinstance(event, TextDelta):
+                    text.append(event.text)
                 yield event
         except HybridgateError as exc:
             error = exc
@@ -503,21 +587,35 @@ class Gateway:
             try:
                 await stream.aclose()
             finally:  # even if closing was itself cancelled: an Idempotency-Key must not stay claimed
-                outcome = error.code if error is not None else ("" if usage is not None else "client_closed")
-                self._account(served, ctx, usage or Usage(), arrived, stream=True, error=outcome)
+                outcome = error.code if error is not None else ("" if end is not None else "client_closed")
+                self._account(
+                    served,
+                    inflight,
+                    end.usage if end is not None else Usage(),
+                    stream=True,
+                    error=outcome,
+                    finish_reason=end.finish_reason if end is not None else None,
+                    output_text="".join(text) if text is not None else None,
+                )
                 memo.settle(
-                    assembled.build() if assembled is not None and usage is not None else None, served, error
+                    assembled.build() if assembled is not None and end is not None else None, served, error
                 )
 
     async def embed(
         self, request: EmbeddingRequest, ctx: RequestContext, arrived: float
     ) -> tuple[Served, EmbeddingResult]:
-        plan = plan_embeddings(
-            request, ctx, self.guard.profile_texts(request.inputs), self.health.snapshot(), self.policy
-        )
-        answer: Answer[EmbeddingResult] = await self.executor.embed(plan, request)
+        inflight = self._begin(request, ctx, arrived, "embeddings")
+        try:
+            plan = plan_embeddings(
+                request, ctx, self.guard.profile_texts(request.inputs), self.health.snapshot(), self.policy
+            )
+            inflight.plan = plan
+            answer: Answer[EmbeddingResult] = await self.executor.embed(plan, request, inflight)
+        except BaseException as exc:
+            self._account_failure(inflight, exc, stream=False)
+            raise
         served = Served(plan, answer.deployment, answer.attempts, self._overhead_ms(arrived, answer.attempts))
-        self._account(served, ctx, answer.result.usage, arrived, stream=False)
+        self._account(served, inflight, answer.result.usage, stream=False, response_model=answer.result.model)
         return served, answer.result
 
     # ------------------------------------------------------------------ accounting
@@ -525,17 +623,21 @@ class Gateway:
     def _account(
         self,
         served: Served,
-        ctx: RequestContext,
+        inflight: Inflight,
         usage: Usage,
-        arrived: float,
         *,
         stream: bool,
         error: str = "",
+        finish_reason: str | None = None,
+        response_model: str | None = None,
+        output_text: str | None = None,
     ) -> None:
         plan = served.plan
         assert plan is not None  # only executed answers are accounted
+        ctx = inflight.ctx
         spec = self.policy.deployments[served.deployment]
-        elapsed = self.clock.monotonic() - arrived
+        elapsed = self.clock.monotonic() - inflight.arrived
+        placement = spec.capabilities.placement
         n_bytes = 4 * (usage.prompt_tokens + usage.completion_tokens)
         cost = spec.cost.actual(
             usage.prompt_tokens,
@@ -551,76 +653,105 @@ class Gateway:
             self.ledger.record(
                 tenant=ctx.tenant,
                 workload_class=ctx.workload_class,
-                placement=spec.capabilities.placement,
+                placement=placement,
                 deployment=served.deployment,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=cost.total,
             )
+        outcome = error or "ok"
+        if inflight.trace is not None:
+            inflight.trace.finish(
+                outcome=outcome,
+                latency_s=elapsed,
+                deployment=served.deployment,
+                attempts=served.attempts,
+                explanation=plan.explanation,
+                usage=usage,
+                finish_reason=finish_reason,
+                response_model=response_model,
+                output_text=output_text,
+                extra={"hybridgate.cost_usd": cost.total, "hybridgate.overhead_ms": served.overhead_ms},
+            )
         if self.decision_log is None:
             return
-        explanation = plan.explanation
-        self.decision_log.write(
-            {
-                "ts": round(self.clock.wall(), 3),
-                "tenant": ctx.tenant,
-                "key": ctx.key_id,
-                "class": ctx.workload_class,
-                "model": plan.model,
-                "region": ctx.region,
-                "sensitivity": ctx.sensitivity,
-                "stream": stream,
-                "deployment": served.deployment,
-                "placement": spec.capabilities.placement,
-                "outcome": error or "ok",
-                "attempts": [
-                    {
-                        "deployment": a.deployment,
-                        "ms": round(a.duration * 1000, 2),
-                        "error": a.error.kind.value if a.error else None,
-                    }
-                    for a in served.attempts
-                ],
-                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-                "cost_usd": {
-                    "total": cost.total,
-                    "tokens": cost.tokens,
-                    "egress": cost.egress,
-                    "compute": cost.compute,
-                },
-                "latency_ms": round(elapsed * 1000, 2),
-                "overhead_ms": round(served.overhead_ms, 3),
-                "plan": explanation.to_dict(),
-            }
+        record = decision_record(
+            inflight,
+            ts=self.clock.wall(),
+            outcome=outcome,
+            latency_s=elapsed,
+            overhead_ms=served.overhead_ms,
+            stream=stream,
+            model=plan.model,
+            deployment=served.deployment,
+            placement=placement,
+            deployment_region=spec.capabilities.region,
+            usage=usage,
+            cost=cost,
+            egress_bytes=n_bytes if placement == "cloud" else 0,
         )
+        self.decision_log.write(record, explanation=plan.explanation, messages=_messages(inflight))
 
-    def _account_memory(self, served: Served, model: str, ctx: RequestContext, arrived: float) -> None:
+    def _account_memory(self, served: Served, model: str, inflight: Inflight) -> None:
         """An answer from memory: counted and logged like any request, billed nothing (no
         upstream was called; the deployment named is the one that produced it first)."""
-        elapsed = self.clock.monotonic() - arrived
+        ctx = inflight.ctx
+        elapsed = self.clock.monotonic() - inflight.arrived
         outcome = _MEMORY_OUTCOMES[served.memory or ""]
         self.metrics.request(model, ctx.workload_class, served.deployment, outcome, elapsed)
+        explanation = served.plan.explanation if served.plan is not None else None
+        if inflight.trace is not None:
+            inflight.trace.finish(
+                outcome=outcome,
+                latency_s=elapsed,
+                deployment=served.deployment,
+                explanation=explanation,
+                extra={"hybridgate.cache": served.memory or ""},
+            )
         if self.decision_log is None:
             return
-        self.decision_log.write(
-            {
-                "ts": round(self.clock.wall(), 3),
-                "tenant": ctx.tenant,
-                "key": ctx.key_id,
-                "class": ctx.workload_class,
-                "model": model,
-                "region": ctx.region,
-                "sensitivity": ctx.sensitivity,
-                "deployment": served.deployment,
-                "outcome": outcome,
-                "attempts": [],
-                "cost_usd": {"total": 0.0},
-                "latency_ms": round(elapsed * 1000, 2),
-                "overhead_ms": round(served.overhead_ms, 3),
-                "plan": served.plan.explanation.to_dict() if served.plan is not None else None,
-                "unrouted": served.unrouted or None,
-            }
+        record = decision_record(
+            inflight,
+            ts=self.clock.wall(),
+            outcome=outcome,
+            latency_s=elapsed,
+            overhead_ms=served.overhead_ms,
+            stream=False,
+            model=model,
+            deployment=served.deployment,
+            memory=served.memory,
         )
+        record["unrouted"] = served.unrouted or None
+        self.decision_log.write(record, explanation=explanation, messages=_messages(inflight))
+
+    def _account_failure(self, inflight: Inflight, exc: BaseException, *, stream: bool) -> None:
+        """A request that ended without an answer: traced and logged with every attempt made."""
+        if isinstance(exc, HybridgateError):
+            outcome = exc.code
+        elif isinstance(exc, asyncio.CancelledError):
+            outcome = "client_closed"
+        else:
+            outcome = "internal_error"
+        elapsed = self.clock.monotonic() - inflight.arrived
+        plan = inflight.plan
+        explanation = plan.explanation if plan is not None else None
+        if inflight.trace is not None:
+            inflight.trace.finish(
+                outcome=outcome, latency_s=elapsed, attempts=inflight.attempts, explanation=explanation
+            )
+        if self.decision_log is None:
+            return
+        record = decision_record(
+            inflight,
+            ts=self.clock.wall(),
+            outcome=outcome,
+            latency_s=elapsed,
+            overhead_ms=self._overhead_ms(inflight.arrived, inflight.attempts),
+            stream=stream,
+            model=inflight.request.model,
+            refused=isinstance(exc, SensitiveDataRefused),
+        )
+        self.decision_log.write(record, explanation=explanation, messages=_messages(inflight))
 
     # ------------------------------------------------------------------ introspection
 
@@ -706,6 +837,14 @@ class Gateway:
         status = "ready" if ready and not degraded else ("degraded" if ready else "not_ready")
         offline = self.health.offline_status()
         return ready, {"status": status, "offline": offline, "models": models, "deployments": deployments}
+
+
+def _messages(inflight: Inflight) -> tuple[Message, ...]:
+    """What the prompt hash covers: the messages (an embedding's inputs as user messages)."""
+    request = inflight.request
+    if isinstance(request, InferenceRequest):
+        return request.messages
+    return tuple(Message.of_text("user", text) for text in request.inputs)
 
 
 def _routed(planned: Planned) -> tuple[RoutePlan, Payload]:

@@ -34,6 +34,7 @@ from hybridgate.errors import (
     UpstreamTimeout,
     scrub_secrets,
 )
+from hybridgate.telemetry.propagation import trace_header_lines
 from hybridgate.types import Timeouts
 
 _CONTEXT_MARKERS = (
@@ -281,8 +282,12 @@ class HTTPUpstream:
         return transport, head
 
     async def post(self, path: str, body: Mapping[str, Any], deadline: Deadline) -> UpstreamResponse:
-        """POST ``body`` as JSON; returns a 200 response (headers read), or raises the mapped error."""
+        """POST ``body`` as JSON; returns a 200 response (headers read), or raises the mapped error.
+
+        The current trace span (an attempt's, when the request is traced) goes along as
+        ``traceparent``."""
         transport, head = self._head("POST", path)
+        head += trace_header_lines()
         with mapped_errors(self.deployment):
             response = await transport.request(head, orjson.dumps(body), until=deadline.first_token_at)
             if response.status != 200:

@@ -30,7 +30,6 @@ from hybridgate.config.schema import (
     AnthropicDeployment,
     AuthConfig,
     ClientKey,
-    DecisionLogConfig,
     ExpectedPerformance,
     GatewayConfig,
     LlamaCppDeployment,
@@ -40,6 +39,7 @@ from hybridgate.config.schema import (
     ServerConfig,
     TimeoutsConfig,
 )
+from hybridgate.config.telemetry import DecisionLogConfig, TracingConfig
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (hybridgate config reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -73,6 +73,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`resilience.idempotency`", IdempotencyConfig),
     ("`resilience.offline`", OfflineConfig),
     ("`decision_log`", DecisionLogConfig),
+    ("`tracing`", TracingConfig),
 ]
 
 

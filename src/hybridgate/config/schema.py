@@ -16,6 +16,7 @@ from hybridgate.config.governance import GovernanceConfig, Sensitivity
 from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
 from hybridgate.config.resilience import BreakerConfig, LoadConfig, ProbeConfig, ResilienceConfig
 from hybridgate.config.routing import LatencyBudget, WorkloadClass
+from hybridgate.config.telemetry import DecisionLogConfig, TracingConfig
 from hybridgate.types import Placement
 
 
@@ -201,12 +202,6 @@ def _default_classes() -> dict[str, WorkloadClass]:
     }
 
 
-class DecisionLogConfig(Strict):
-    path: str | None = Field(
-        None, description="JSON-lines file for one record per request (relative to the config); none = off."
-    )
-
-
 class GatewayConfig(Strict):
     """Root of the configuration file."""
 
@@ -223,6 +218,9 @@ class GatewayConfig(Strict):
     )
     decision_log: DecisionLogConfig = Field(
         default_factory=DecisionLogConfig, description="Where routing decisions are recorded."
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry traces (off by default)."
     )
     deployments: dict[Name, Deployment] = Field(
         ..., min_length=1, description="Concrete models on concrete runtimes/providers, by name."

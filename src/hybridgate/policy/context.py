@@ -52,6 +52,8 @@ class RequestContext:
     latency_budget_ms: float | None = None
     max_cost_usd: float | None = None
     key_id: str = "anonymous"
+    traceparent: str = ""  # W3C trace context of the caller, if it sent one (for the trace only)
+    tracestate: str = ""
 
 
 def _declared(headers: Mapping[str, str], metadata: Mapping[str, Any], name: str) -> tuple[str | None, str]:
@@ -155,4 +157,6 @@ def build_context(
         latency_budget_ms=_number(budget, where, positive=True) if budget is not None else None,
         max_cost_usd=_number(ceiling, where_cost, positive=False) if ceiling is not None else None,
         key_id=identity.key_id,
+        traceparent=headers.get("traceparent", ""),
+        tracestate=headers.get("tracestate", ""),
     )

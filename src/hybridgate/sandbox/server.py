@@ -246,7 +246,9 @@ class SandboxServer:
         model = fields.get("model") if isinstance(fields.get("model"), str) else None
         record = self.stats.arrive(endpoint, arrival, model, fields.get("stream") is True)
         if self.captured is not None:
-            self.captured.append({"endpoint": endpoint, "body": body})
+            # Trace context only from the headers: the credentials an adapter sends are never kept.
+            trace = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+            self.captured.append({"endpoint": endpoint, "body": body, "trace": trace})
         try:
             return await serve(request, codec, body, record)
         except BadRequest as exc:

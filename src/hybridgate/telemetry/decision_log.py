@@ -1,36 +1,84 @@
-"""The decision log: one JSON line per request, written off the event loop.
+"""The decision log: one JSON line per request, written off the event loop, rotated by itself.
 
 Each record says who asked (tenant, key fingerprint, class), what the data was (kinds of
-sensitive data found, never values), how it was routed and why (the Explanation), what happened
-(attempts, the deployment that answered), and what it cost. Prompts, completions, sensitive
-values and credentials are never written. A bounded queue decouples the request path from the
-disk: if the writer falls behind, records are dropped and counted rather than slowing requests.
+sensitive data found and what was done about it, never values), how it was routed and why (the
+Explanation), what happened (every attempt: deployment, timing, outcome, error kind), tokens,
+cost, egress and region. Prompts, completions, sensitive values and credentials are never
+written: the prompt appears only as ``prompt_hmac``, an HMAC-SHA256 of the normalised messages
+(:func:`prompt_digest`) under a key of the deployment's (``decision_log.prompt_hash_key``), so
+equal prompts can be matched without a dictionary attack on short ones.
+
+The request path only queues a dict and the objects it needs (the immutable Explanation and
+messages); the writer thread serialises the explanation, hashes the prompt and writes. A bounded
+queue decouples the request path from the disk: if the writer falls behind, records are dropped
+and counted rather than slowing requests.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+
+from hybridgate.clock import Clock, SystemClock
+from hybridgate.policy.explain import Explanation
+from hybridgate.telemetry.rotation import RotatingFile
+from hybridgate.types import Message
 
 log = logging.getLogger("hybridgate.decision_log")
 
 _STOP = object()
 
 
-class DecisionLog:
-    """Appends records to a JSON-lines file from a writer thread."""
+def prompt_digest(messages: Sequence[Message], key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the messages as normalised from either wire format: role, text,
+    tool calls and tool results. The same conversation sent as OpenAI or Anthropic hashes alike."""
+    canonical = orjson.dumps(
+        [[m.role, m.text, [[t.name, t.arguments] for t in m.tool_calls], m.tool_call_id] for m in messages]
+    )
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
-    def __init__(self, path: Path, *, max_pending: int = 10_000) -> None:
+
+class _Pending(NamedTuple):
+    record: dict[str, Any]
+    explanation: Explanation | None
+    messages: Sequence[Message] | None
+
+
+class DecisionLog:
+    """Appends records to a rotating JSON-lines file from a writer thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_pending: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        keep: int = 5,
+        max_age_s: float | None = None,
+        hash_key: bytes,
+        clock: Clock | None = None,
+    ) -> None:
         self.path = path
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
+        self._hash_key = hash_key
+        self._file = RotatingFile(
+            path, max_bytes=max_bytes, keep=keep, max_age_s=max_age_s, clock=clock or SystemClock()
+        )
+        self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
+
+    @property
+    def rotations(self) -> int:
+        return self._file.rotations
 
     def start(self) -> None:
         if self._thread is None:
@@ -38,10 +86,17 @@ class DecisionLog:
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
             self._thread.start()
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Queue one record (never blocks the caller)."""
+    def write(
+        self,
+        record: dict[str, Any],
+        *,
+        explanation: Explanation | None = None,
+        messages: Sequence[Message] | None = None,
+    ) -> None:
+        """Queue one record (never blocks the caller). The writer adds ``plan`` (the explanation)
+        and ``prompt_hmac`` (from the messages)."""
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(_Pending(record, explanation, messages))
         except queue.Full:
             self.dropped += 1
 
@@ -51,22 +106,28 @@ class DecisionLog:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
             self._thread = None
+        self._file.close()
+
+    def _line(self, pending: _Pending) -> bytes:
+        record = pending.record
+        if pending.messages is not None:
+            record["prompt_hmac"] = prompt_digest(pending.messages, self._hash_key)
+        if pending.explanation is not None:
+            record["plan"] = pending.explanation.to_dict()
+        return orjson.dumps(record) + b"\n"
 
     def _run(self) -> None:
-        with self.path.open("ab") as out:
-            while True:
-                item = self._queue.get()
-                batch = [item]
-                while not self._queue.empty() and len(batch) < 512:
-                    batch.append(self._queue.get_nowait())
-                stop = any(x is _STOP for x in batch)
-                lines = [orjson.dumps(x) + b"\n" for x in batch if isinstance(x, dict)]
-                try:
-                    out.writelines(lines)
-                    out.flush()
-                    self.written += len(lines)
-                except OSError as exc:  # a full disk must not take the gateway down
-                    self.dropped += len(lines)
-                    log.error("decision log %s: %s (%d records dropped)", self.path, exc, len(lines))
-                if stop:
-                    return
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while not self._queue.empty() and len(batch) < 512:
+                batch.append(self._queue.get_nowait())
+            lines = [self._line(x) for x in batch if isinstance(x, _Pending)]
+            try:
+                self._file.write(lines)
+                self.written += len(lines)
+            except OSError as exc:  # a full disk must not take the gateway down
+                self.dropped += len(lines)
+                log.error("decision log %s: %s (%d records dropped)", self.path, exc, len(lines))
+            if any(x is _STOP for x in batch):
+                return
