@@ -1,0 +1,287 @@
+"""Traces and the decision log end to end: a real ``hybridgate serve`` with the file span
+exporter, in front of a SANDBOX cloud that records the trace headers it receives.
+
+Checked on the spans the gateway wrote: one server span per request and a client span per
+attempt (failover, hedge), GenAI attributes, the caller's trace id kept, the upstream given a
+``traceparent`` naming the attempt's span; prompts recorded only when enabled and never for
+sensitive requests; credentials never.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.processes import eventually, start_gateway, start_sandbox
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+UPSTREAM_KEY = "sk-upstream-SECRETVALUE-12345"
+CLIENT_KEY = "client-key-SECRET-67890"
+EMAIL = "jane.roe@example.org"
+PROMPT = "Tell me about the weather today in a few words"
+
+
+class Setup:
+    def __init__(self, url: str, sandbox: str, folder: Path) -> None:
+        self.url = url
+        self.sandbox = sandbox
+        self.folder = folder
+
+    def reset(self, *faults: dict[str, Any]) -> None:
+        httpx.delete(f"{self.sandbox}/sandbox/faults").raise_for_status()
+        httpx.post(f"{self.sandbox}/sandbox/reset").raise_for_status()
+        httpx.post(f"{self.sandbox}/sandbox/capture", json={"enabled": True, "echo": True}).raise_for_status()
+        if faults:
+            httpx.post(f"{self.sandbox}/sandbox/faults", json=list(faults)).raise_for_status()
+
+    def captured(self) -> list[dict[str, Any]]:
+        requests: list[dict[str, Any]] = httpx.get(f"{self.sandbox}/sandbox/captured").json()["requests"]
+        return requests
+
+    def client(self, **headers: str) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60, default_headers=headers
+        )
+
+    def spans(self) -> list[dict[str, Any]]:
+        path = self.folder / "spans.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def decisions(self) -> list[dict[str, Any]]:
+        path = self.folder / "decisions.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    sandbox, sandbox_url = start_sandbox("test-fast", seed=3)
+    folder = tmp_path_factory.mktemp("tracing")
+    config = folder / "gateway.yaml"
+    config.write_text(
+        f"""
+version: 1
+server:
+  auth: {{api_keys: ["{CLIENT_KEY}"]}}
+classes:
+  default:
+    latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
+    placement: cloud-first
+    on_sensitive: keep-local
+  hedged:
+    latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
+    placement: cloud-first
+    hedge: true
+resilience:
+  retry: {{backoff_base_s: 0.05, backoff_max_s: 2.0, retry_budget_min: 1000}}
+tracing:
+  enabled: true
+  exporter: file
+  path: spans.jsonl
+  record_content: true
+decision_log:
+  path: decisions.jsonl
+deployments:
+  cloud:
+    type: openai
+    base_url: {sandbox_url}/v1
+    model: sandbox-a
+    api_key: {UPSTREAM_KEY}
+    region: us
+    context_window: 128000
+    timeouts: {{connect: 1, first_token: 1.5, idle: 1.0, total: 10}}
+    expected: {{ttft_ms: 50, tokens_per_s: 400}}
+    breaker: {{consecutive_failures: 1000, min_requests: 1000}}
+  backup:
+    type: openai
+    base_url: {sandbox_url}/v1
+    model: sandbox-b
+    api_key: {UPSTREAM_KEY}
+    placement: local
+    context_window: 128000
+    timeouts: {{connect: 1, first_token: 1.5, idle: 1.0, total: 10}}
+    expected: {{ttft_ms: 60, tokens_per_s: 400}}
+    price: {{input_per_mtok: 1, output_per_mtok: 2}}
+models:
+  pair: {{deployments: [cloud, backup]}}
+"""
+    )
+    gateway, url = start_gateway(config)
+    try:
+        yield Setup(url, sandbox_url, folder)
+    finally:
+        gateway.stop()
+        sandbox.stop()
+        assert "Traceback" not in gateway.output, gateway.output[-3000:]
+
+
+def ask(setup: Setup, text: str = PROMPT, **headers: str) -> Any:
+    return setup.client(**headers).chat.completions.with_raw_response.create(
+        model="pair", messages=[{"role": "user", "content": text}], max_tokens=12
+    )
+
+
+def only_request_span(setup: Setup, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def found() -> bool:
+        return any(s["trace_id"] == trace_id and s["kind"] == "SERVER" for s in setup.spans())
+
+    assert eventually(found, timeout=15), "the request's span was not exported"
+    spans = [s for s in setup.spans() if s["trace_id"] == trace_id]
+    [server] = [s for s in spans if s["kind"] == "SERVER"]
+    children = sorted((s for s in spans if s["kind"] == "CLIENT"), key=lambda s: s["start_ns"])
+    return server, children
+
+
+def traceparent(trace_id: str, span_id: str = PARENT_ID) -> str:
+    return f"00-{trace_id}-{span_id}-01"
+
+
+def test_the_callers_trace_is_continued_to_the_upstream(setup: Setup) -> None:
+    setup.reset()
+    raw = ask(setup, traceparent=traceparent(TRACE_ID), tracestate="vendor=abc")
+    assert raw.headers["x-hybridgate-deployment"] == "cloud"
+    server, children = only_request_span(setup, TRACE_ID)
+    assert server["parent_span_id"] == PARENT_ID
+    assert server["name"] == "chat pair"
+    attrs = server["attributes"]
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.request.model"] == "pair"
+    assert attrs["gen_ai.response.model"] == "sandbox-a"
+    assert attrs["gen_ai.system"] == "openai"
+    assert attrs["gen_ai.usage.input_tokens"] > 0
+    assert attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gen_ai.response.finish_reasons"] in (["stop"], ["length"])
+    assert attrs["hybridgate.class"] == "default"
+    assert attrs["hybridgate.placement"] == "cloud"
+    assert attrs["hybridgate.decision.reason"]
+    assert attrs["hybridgate.latency.predicted_ms"] > 0
+    assert attrs["hybridgate.latency.actual_ms"] > 0
+    assert attrs["hybridgate.outcome"] == "ok"
+    [attempt] = children
+    assert attempt["parent_span_id"] == server["span_id"]
+    assert attempt["name"] == "chat sandbox-a"
+    assert attempt["attributes"]["hybridgate.deployment"] == "cloud"
+    assert attempt["attributes"]["hybridgate.attempt.reason"] == "first"
+    assert attempt["attributes"]["hybridgate.attempt.hedge"] is False
+    assert attempt["attributes"]["hybridgate.attempt.outcome"] == "ok"
+    assert attempt["start_ns"] >= server["start_ns"]
+    assert attempt["end_ns"] <= server["end_ns"]
+    # What the upstream received names the attempt's span, in the caller's trace.
+    [seen] = setup.captured()
+    assert seen["trace"]["traceparent"] == f"00-{TRACE_ID}-{attempt['span_id']}-01"
+    assert seen["trace"]["tracestate"] == "vendor=abc"
+    # The decision log names the trace.
+    assert eventually(lambda: any(r["trace_id"] == TRACE_ID for r in setup.decisions()), timeout=10)
+    [record] = [r for r in setup.decisions() if r["trace_id"] == TRACE_ID]
+    assert record["attempts"][0]["deployment"] == "cloud"
+    assert record["outcome"] == "ok"
+
+
+def test_retries_and_a_failover_are_attempt_spans_with_their_reasons(setup: Setup) -> None:
+    setup.reset({"kind": "server_error", "status": 503, "next": 5, "model": "sandbox-a"})
+    trace_id = "1" * 32
+    raw = ask(setup, traceparent=traceparent(trace_id))
+    assert raw.headers["x-hybridgate-deployment"] == "backup"
+    server, children = only_request_span(setup, trace_id)
+    *failed, last = children
+    assert failed
+    assert int(raw.headers["x-hybridgate-attempts"]) == len(children)
+    for i, span in enumerate(failed):
+        assert span["attributes"]["hybridgate.deployment"] == "cloud"
+        assert span["status"] == "ERROR"
+        assert span["attributes"]["error.type"] == "server_error"
+        assert span["attributes"]["http.response.status_code"] == 503
+        assert span["attributes"]["hybridgate.attempt.reason"] == ("first" if i == 0 else "retry")
+    assert last["attributes"]["hybridgate.deployment"] == "backup"
+    assert last["attributes"]["hybridgate.attempt.reason"] == "failover"
+    assert last["attributes"]["hybridgate.attempt.after"] == "server_error"
+    assert server["attributes"]["hybridgate.fallback.reason"] == "; ".join(
+        ["cloud: server_error"] * len(failed)
+    )
+    assert server["attributes"]["hybridgate.attempts"] == len(children)
+    assert server["status"] == "UNSET"
+    # Each attempt's upstream request carried its own span.
+    assert [c["trace"]["traceparent"] for c in setup.captured()] == [
+        f"00-{trace_id}-{s['span_id']}-01" for s in children
+    ]
+
+
+def test_a_hedge_is_its_own_attempt_span(setup: Setup) -> None:
+    setup.reset({"kind": "slow_first_token", "delay_s": 5, "next": 1, "model": "sandbox-a"})
+    trace_id = "2" * 32
+    raw = ask(setup, traceparent=traceparent(trace_id), **{"x-hybridgate-class": "hedged"})
+    assert raw.headers["x-hybridgate-hedged"] == "1"
+    server, children = only_request_span(setup, trace_id)
+    primary, hedge = children
+    assert primary["attributes"]["hybridgate.attempt.hedge"] is False
+    assert primary["attributes"]["hybridgate.attempt.outcome"] == "cancelled"
+    assert hedge["attributes"]["hybridgate.attempt.hedge"] is True
+    assert hedge["attributes"]["hybridgate.attempt.reason"] == "hedge"
+    assert hedge["attributes"]["hybridgate.attempt.outcome"] == "ok"
+    assert server["attributes"]["hybridgate.hedged"] is True
+
+
+def test_a_stream_span_ends_with_the_stream(setup: Setup) -> None:
+    setup.reset()
+    trace_id = "3" * 32
+    stream = setup.client(traceparent=traceparent(trace_id)).chat.completions.create(
+        model="pair",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text
+    server, [attempt] = only_request_span(setup, trace_id)
+    assert server["attributes"]["gen_ai.usage.output_tokens"] > 0
+    assert attempt["attributes"]["gen_ai.usage.output_tokens"] > 0
+    assert attempt["attributes"]["hybridgate.attempt.outcome"] == "ok"
+    # The attempt's span lasts to the stream's end, not to its first token; the request's too.
+    assert attempt["end_ns"] <= server["end_ns"]
+    assert (
+        attempt["attributes"]["hybridgate.attempt.first_event_ms"] * 1e6
+        <= attempt["end_ns"] - attempt["start_ns"]
+    )
+    # record_content is on and nothing here is sensitive: the exchange is in the span.
+    assert PROMPT in server["attributes"]["gen_ai.input.messages"]
+    assert text in server["attributes"]["gen_ai.output.messages"]
+
+
+def test_sensitive_requests_never_have_their_content_recorded(setup: Setup) -> None:
+    setup.reset()
+    found = f"Please write to {EMAIL} about the weather"
+    declared = "Our quarterly plan is confidential, summarise it in a word"
+    ask(setup, found, traceparent=traceparent("4" * 32))
+    ask(setup, declared, traceparent=traceparent("5" * 32), **{"x-hybridgate-sensitivity": "confidential"})
+    for trace_id in ("4" * 32, "5" * 32):
+        server, children = only_request_span(setup, trace_id)
+        assert server["attributes"]["hybridgate.sensitive"] is True
+        assert "gen_ai.input.messages" not in server["attributes"]
+        assert "gen_ai.output.messages" not in server["attributes"]
+        assert [c["attributes"]["hybridgate.deployment"] for c in children] == ["backup"]
+    everything = (setup.folder / "spans.jsonl").read_text() + (setup.folder / "decisions.jsonl").read_text()
+    assert EMAIL not in everything
+    assert "quarterly plan" not in everything
+    # Nor credentials, ever.
+    assert UPSTREAM_KEY not in everything
+    assert CLIENT_KEY not in everything
+
+
+def test_a_malformed_traceparent_starts_a_new_trace(setup: Setup) -> None:
+    setup.reset()
+    raw = ask(setup, traceparent="00-not-a-trace-01")
+    assert raw.status_code == 200
+    [seen] = setup.captured()
+    version, trace_id, span_id, flags = seen["trace"]["traceparent"].split("-")
+    assert (version, len(trace_id)) == ("00", 32)
+    assert int(flags, 16) & 1, "sampled"
+    server, [attempt] = only_request_span(setup, trace_id)
+    assert server["parent_span_id"] is None
+    assert attempt["span_id"] == span_id
