@@ -181,6 +181,10 @@ def test_the_callers_trace_is_continued_to_the_upstream(setup: Setup) -> None:
     [record] = [r for r in setup.decisions() if r["trace_id"] == TRACE_ID]
     assert record["attempts"][0]["deployment"] == "cloud"
     assert record["outcome"] == "ok"
+    assert record["deployment_region"] == "us"
+    assert record["egress_bytes"] > 0
+    assert record["usage"]["completion_tokens"] == attrs["gen_ai.usage.output_tokens"]
+    assert record["sensitive"]["action"] == "none"
 
 
 def test_retries_and_a_failover_are_attempt_spans_with_their_reasons(setup: Setup) -> None:
@@ -210,6 +214,20 @@ def test_retries_and_a_failover_are_attempt_spans_with_their_reasons(setup: Setu
     assert [c["trace"]["traceparent"] for c in setup.captured()] == [
         f"00-{trace_id}-{s['span_id']}-01" for s in children
     ]
+    # The decision log has every attempt, with its timing, outcome and error kind.
+    assert eventually(lambda: any(r["trace_id"] == trace_id for r in setup.decisions()), timeout=10)
+    [record] = [r for r in setup.decisions() if r["trace_id"] == trace_id]
+    assert [(a["deployment"], a["outcome"], a["error"]) for a in record["attempts"]] == [
+        *[("cloud", "server_error", "server_error")] * len(failed),
+        ("backup", "ok", None),
+    ]
+    assert [a["reason"] for a in record["attempts"]][-1] == "failover"
+    assert all(a["ms"] >= 0 and a["start_ms"] >= 0 for a in record["attempts"])
+    assert record["deployment"] == "backup"
+    assert record["placement"] == "local"
+    assert record["egress_bytes"] == 0  # answered on premises
+    assert len(record["prompt_hmac"]) == 64
+    assert record["plan"]["order"] == ["cloud", "backup"]
 
 
 def test_a_hedge_is_its_own_attempt_span(setup: Setup) -> None:
@@ -266,6 +284,13 @@ def test_sensitive_requests_never_have_their_content_recorded(setup: Setup) -> N
         assert "gen_ai.input.messages" not in server["attributes"]
         assert "gen_ai.output.messages" not in server["attributes"]
         assert [c["attributes"]["hybridgate.deployment"] for c in children] == ["backup"]
+    assert eventually(lambda: any(r["trace_id"] == "5" * 32 for r in setup.decisions()), timeout=10)
+    actions = {
+        r["trace_id"]: r["sensitive"] for r in setup.decisions() if r["trace_id"] in ("4" * 32, "5" * 32)
+    }
+    assert actions["4" * 32]["action"] == "keep_local"
+    assert actions["4" * 32]["kinds"] == ["email"]
+    assert actions["5" * 32]["action"] == "keep_local"
     everything = (setup.folder / "spans.jsonl").read_text() + (setup.folder / "decisions.jsonl").read_text()
     assert EMAIL not in everything
     assert "quarterly plan" not in everything

@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 models_app = typer.Typer(help="Local model files.", no_args_is_help=True)
+log_app = typer.Typer(help="The decision log: one record per request.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(log_app, name="log")
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
@@ -233,6 +235,74 @@ def explain(
 
     loaded = _load_or_exit(config)
     code = run_explain(loaded, request_file, header or [], wire_format, as_json, out_console, err_console)
+    raise typer.Exit(code=code)
+
+
+LogFile = Annotated[
+    Path | None, typer.Argument(help="The decision log file (default: decision_log.path of --config).")
+]
+LogConfig = Annotated[Path | None, typer.Option("--config", "-c", help="Configuration naming the log.")]
+ClassFilter = Annotated[str | None, typer.Option("--class", help="Only requests of this workload class.")]
+AsJSON = Annotated[bool, typer.Option("--json", help="JSON output (tail: one record per line).")]
+
+
+def _log_path(path: Path | None, config: Path | None) -> Path:
+    if path is not None:
+        return path
+    if config is None:
+        err_console.print(
+            "[bold red]error:[/] give the decision log file, or --config with decision_log.path"
+        )
+        raise typer.Exit(code=2)
+    loaded = _load_or_exit(config)
+    if loaded.config.decision_log.path is None:
+        err_console.print(f"[bold red]error:[/] {config}: decision_log.path is not set (the log is off)")
+        raise typer.Exit(code=2)
+    base = loaded.source.parent if loaded.source is not None else Path.cwd()
+    return (base / loaded.config.decision_log.path).resolve()
+
+
+@log_app.command("tail")
+def log_tail(
+    path: LogFile = None,
+    config: LogConfig = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many records to show.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    workload_class: ClassFilter = None,
+    as_json: AsJSON = False,
+) -> None:
+    """The last requests: class, deployment, outcome, attempts, latency, tokens, cost."""
+    from hybridgate.cli_log import run_tail
+
+    code = run_tail(
+        _log_path(path, config),
+        lines=lines,
+        workload_class=workload_class,
+        as_json=as_json,
+        follow=follow,
+        out=out_console,
+        err=err_console,
+    )
+    raise typer.Exit(code=code)
+
+
+@log_app.command("stats")
+def log_stats(
+    path: LogFile = None,
+    config: LogConfig = None,
+    workload_class: ClassFilter = None,
+    as_json: AsJSON = False,
+) -> None:
+    """Counts by class, deployment, outcome and sensitive-data action; p50/p95 latency; cost; egress."""
+    from hybridgate.cli_log import run_stats
+
+    code = run_stats(
+        _log_path(path, config),
+        workload_class=workload_class,
+        as_json=as_json,
+        out=out_console,
+        err=err_console,
+    )
     raise typer.Exit(code=code)
 
 
