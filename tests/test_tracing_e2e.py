@@ -51,12 +51,18 @@ class Setup:
         )
 
     def spans(self) -> list[dict[str, Any]]:
-        path = self.folder / "spans.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return _whole_lines(self.folder / "spans.jsonl")
 
     def decisions(self) -> list[dict[str, Any]]:
-        path = self.folder / "decisions.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return _whole_lines(self.folder / "decisions.jsonl")
+
+
+def _whole_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a file another process appends to (a line being written is not one yet)."""
+    if not path.exists():
+        return []
+    *complete, _partial = path.read_bytes().split(b"\n")
+    return [json.loads(line) for line in complete]
 
 
 @pytest.fixture(scope="module")
