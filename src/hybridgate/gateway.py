@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import uuid
@@ -204,6 +205,9 @@ class Gateway:
         )
         self.decision_log = self._decision_log()
         self.tracing = self._tracing()
+        # Request ids: random per gateway run, then a counter (cheap; unique within the run).
+        self._id_prefix = os.urandom(6).hex()
+        self._request_ids = itertools.count(1)
         self.started_at = self.clock.wall()
 
     def _base(self) -> Path:
@@ -348,7 +352,9 @@ class Gateway:
         operation: str,
     ) -> Inflight:
         """The request's record from now to its end (and its trace span, when tracing is on)."""
-        inflight = Inflight(request, ctx, arrived, os.urandom(12).hex(), operation)
+        inflight = Inflight(
+            request, ctx, arrived, f"{self._id_prefix}{next(self._request_ids):08x}", operation
+        )
         if self.tracing is not None:
             inflight.trace = self.tracing.begin(
                 operation,

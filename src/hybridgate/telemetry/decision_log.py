@@ -9,17 +9,18 @@ written: the prompt appears only as ``prompt_hmac``, an HMAC-SHA256 of the norma
 equal prompts can be matched without a dictionary attack on short ones.
 
 The request path only queues a dict and the objects it needs (the immutable Explanation and
-messages); the writer thread serialises the explanation, hashes the prompt and writes. A bounded
-queue decouples the request path from the disk: if the writer falls behind, records are dropped
-and counted rather than slowing requests.
+messages); the writer thread, woken on a timer rather than per record, serialises the
+explanation, hashes the prompt and writes. A bounded queue decouples the request path from the
+disk: if the writer falls behind, records are dropped and counted rather than slowing requests.
 """
 
 from __future__ import annotations
 
+import collections
+import datetime
 import hashlib
 import hmac
 import logging
-import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,6 @@ from hybridgate.telemetry.rotation import RotatingFile
 from hybridgate.types import Message
 
 log = logging.getLogger("hybridgate.decision_log")
-
-_STOP = object()
 
 
 def prompt_digest(messages: Sequence[Message], key: bytes) -> str:
@@ -53,7 +52,11 @@ class _Pending(NamedTuple):
 
 
 class DecisionLog:
-    """Appends records to a rotating JSON-lines file from a writer thread."""
+    """Appends records to a rotating JSON-lines file from a writer thread.
+
+    The request path appends to a deque (no lock notified per record); the writer wakes every
+    ``delay_s``, or when closed, and writes what has accumulated in one go.
+    """
 
     def __init__(
         self,
@@ -65,15 +68,20 @@ class DecisionLog:
         max_age_s: float | None = None,
         hash_key: bytes,
         clock: Clock | None = None,
+        delay_s: float = 0.2,
     ) -> None:
         self.path = path
         self.dropped = 0
         self.written = 0
+        self.delay_s = delay_s
+        self.max_pending = max_pending
         self._hash_key = hash_key
         self._file = RotatingFile(
             path, max_bytes=max_bytes, keep=keep, max_age_s=max_age_s, clock=clock or SystemClock()
         )
-        self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=max_pending)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -83,6 +91,8 @@ class DecisionLog:
     def start(self) -> None:
         if self._thread is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._stopping = False
+            self._wake.clear()
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
             self._thread.start()
 
@@ -93,23 +103,29 @@ class DecisionLog:
         explanation: Explanation | None = None,
         messages: Sequence[Message] | None = None,
     ) -> None:
-        """Queue one record (never blocks the caller). The writer adds ``plan`` (the explanation)
-        and ``prompt_hmac`` (from the messages)."""
-        try:
-            self._queue.put_nowait(_Pending(record, explanation, messages))
-        except queue.Full:
+        """Queue one record (never blocks the caller). The writer adds ``plan`` (the explanation),
+        ``prompt_hmac`` (from the messages) and ``time`` (ISO 8601 of ``ts``)."""
+        if len(self._queue) >= self.max_pending:
             self.dropped += 1
+            return
+        self._queue.append(_Pending(record, explanation, messages))
 
     def close(self) -> None:
-        """Flush what is queued and stop the writer."""
+        """Flush what is queued and stop the writer (blocking)."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._stopping = True
+            self._wake.set()
             self._thread.join(timeout=10)
             self._thread = None
         self._file.close()
 
     def _line(self, pending: _Pending) -> bytes:
         record = pending.record
+        ts = record.get("ts")
+        if isinstance(ts, float):
+            record["time"] = datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            )
         if pending.messages is not None:
             record["prompt_hmac"] = prompt_digest(pending.messages, self._hash_key)
         if pending.explanation is not None:
@@ -118,16 +134,21 @@ class DecisionLog:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch = [item]
-            while not self._queue.empty() and len(batch) < 512:
-                batch.append(self._queue.get_nowait())
-            lines = [self._line(x) for x in batch if isinstance(x, _Pending)]
+            self._wake.wait(self.delay_s)
+            stopping = self._stopping
+            self._drain()
+            if stopping:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            lines: list[bytes] = []
+            while queue and len(lines) < 512:
+                lines.append(self._line(queue.popleft()))
             try:
                 self._file.write(lines)
                 self.written += len(lines)
             except OSError as exc:  # a full disk must not take the gateway down
                 self.dropped += len(lines)
                 log.error("decision log %s: %s (%d records dropped)", self.path, exc, len(lines))
-            if any(x is _STOP for x in batch):
-                return

@@ -1,25 +1,30 @@
 """Traces (OpenTelemetry): one server span per request, one client span per attempt.
 
-Each :class:`~hybridgate.gateway.Gateway` owns a :class:`Tracing` with its own
-``TracerProvider``: nothing is registered globally, so two gateways in one process (tests,
-benchmarks) keep their spans apart. Attributes follow the OpenTelemetry GenAI semantic
-conventions (``gen_ai.operation.name``, ``gen_ai.system``, ``gen_ai.request.model``,
+Each :class:`~hybridgate.gateway.Gateway` owns a :class:`Tracing`: its own sampler, resource,
+id generator, exporter and export thread. Nothing is registered globally, so two gateways in one
+process (tests, benchmarks) keep their spans apart. Attributes follow the OpenTelemetry GenAI
+semantic conventions (``gen_ai.operation.name``, ``gen_ai.system``, ``gen_ai.request.model``,
 ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` / ``output_tokens``,
 ``gen_ai.response.finish_reasons``), plus ``hybridgate.*`` for the routing: class, placement,
 decision reason, fallback reason, predicted vs actual latency.
 
 - An incoming W3C ``traceparent`` (and ``tracestate``) is the request span's parent; a malformed
   one is ignored (a new trace starts), as the W3C recommendation says.
+- Sampling is the SDK's ``ParentBased(TraceIdRatioBased(sample_ratio))``: a caller's sampled flag
+  is followed; a new trace is kept when its id falls under the ratio.
 - An attempt's span is the current span while its upstream call is made, so the HTTP adapters
-  send a ``traceparent`` naming it (:mod:`hybridgate.telemetry.propagation`).
+  send a ``traceparent`` naming it (:mod:`hybridgate.telemetry.propagation`), sampled or not.
 - Prompts and completions are recorded only with ``tracing.record_content``, and never for a
   sensitive request (declared confidential or restricted, or sensitive data found by the scan).
   Credentials never: no header is ever copied into a span.
-- Spans are exported in batches from the SDK's worker thread; the event loop only builds them.
+- The loop records plain values; SDK spans are built and exported on a worker thread
+  (:mod:`hybridgate.telemetry.span_pipeline`), so tracing costs the request path little.
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -28,17 +33,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
 from hybridgate import __version__
 from hybridgate.clock import Clock
 from hybridgate.config.schema import AnyDeployment, effective_placement
 from hybridgate.config.telemetry import TracingConfig
+from hybridgate.telemetry.propagation import clean_tracestate, parse_traceparent
 from hybridgate.telemetry.span_file import JsonLinesSpanExporter
+from hybridgate.telemetry.span_pipeline import SpanPipeline, SpanRecord
 from hybridgate.types import Message, Usage
 
 if TYPE_CHECKING:
@@ -47,7 +52,8 @@ if TYPE_CHECKING:
     from hybridgate.policy.planner import RoutePlan
 
 SENSITIVE_LEVELS = frozenset({"confidential", "restricted"})
-_PROPAGATOR = TraceContextTextMapPropagator()  # stateless
+_MAX_ID = 1 << 64
+_NOT_ERRORS = frozenset({"ok", "cache_hit", "cache_stale", "idempotent_replay", "memory"})
 
 
 class DeploymentTraits(NamedTuple):
@@ -83,7 +89,7 @@ def make_exporter(config: TracingConfig, base: Path) -> SpanExporter:
 
 
 class Tracing:
-    """One gateway's tracer provider, sampler and exporter."""
+    """One gateway's tracing: sampler, ids, and the pipeline to its exporter."""
 
     def __init__(
         self,
@@ -92,23 +98,26 @@ class Tracing:
         clock: Clock,
         deployments: Mapping[str, DeploymentTraits],
         exporter: SpanExporter,
-        schedule_delay_ms: float = 1000.0,
+        delay_s: float = 0.5,
     ) -> None:
         self.config = config
         self.clock = clock
         self.deployments = deployments
+        self.record_content = config.record_content
+        # TraceIdRatioBased's rule: keep a new trace when the low 64 bits of its id fall under this.
+        self._bound = round(config.sample_ratio * _MAX_ID)
+        self._ids = random.Random(os.urandom(16))  # used on the event loop's thread only
         resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
-        self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
+        self.pipeline = SpanPipeline(
+            exporter, resource, InstrumentationScope("hybridgate", __version__), delay_s=delay_s
         )
-        self.provider.add_span_processor(
-            BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms)
-        )
-        self.tracer = self.provider.get_tracer("hybridgate", __version__)
 
     def wall_ns(self, monotonic: float) -> int:
         """A monotonic instant of the gateway's clock as epoch nanoseconds."""
         return int((self.clock.wall() - self.clock.monotonic() + monotonic) * 1e9)
+
+    def span_id(self) -> int:
+        return self._ids.getrandbits(64) or 1
 
     def begin(
         self,
@@ -121,138 +130,153 @@ class Tracing:
         attributes: Mapping[str, Any] | None = None,
     ) -> RequestTrace:
         """The span of one request, a child of the incoming ``traceparent`` when there is one."""
-        parent = None
-        if traceparent:
-            carrier = {"traceparent": traceparent}
-            if tracestate:
-                carrier["tracestate"] = tracestate
-            parent = _PROPAGATOR.extract(carrier)
-        attrs: dict[str, Any] = {"gen_ai.operation.name": operation, "gen_ai.request.model": model}
-        if attributes:
-            attrs.update(attributes)
-        span = self.tracer.start_span(
-            f"{operation} {model}",
-            context=parent,
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if parent is not None:
+            trace_id, parent_id, sampled = parent.trace_id, parent.span_id, parent.sampled
+            state = clean_tracestate(tracestate) if tracestate else ""
+        else:
+            trace_id, parent_id, state = self._ids.getrandbits(128) or 1, 0, ""
+            sampled = (trace_id & (_MAX_ID - 1)) < self._bound
+        record = SpanRecord(
+            name=f"{operation} {model}",
             kind=SpanKind.SERVER,
-            start_time=self.wall_ns(arrived),
-            attributes=attrs,
+            trace_id=trace_id,
+            span_id=self.span_id(),
+            parent_id=parent_id,
+            remote_parent=parent is not None,
+            flags=1 if sampled else 0,
+            trace_state=state,
+            start_ns=self.wall_ns(arrived),
         )
-        return RequestTrace(self, span, operation)
+        if sampled:
+            record.attributes = {"gen_ai.operation.name": operation, "gen_ai.request.model": model}
+            if attributes:
+                record.attributes.update(attributes)
+        return RequestTrace(self, record, operation, sampled)
 
     def shutdown(self) -> None:
         """Export what is pending and stop the exporter (blocking: call off the event loop)."""
-        self.provider.shutdown()
+        self.pipeline.shutdown()
 
 
 def _messages_json(messages: Sequence[Message]) -> str:
-    return orjson.dumps(
-        [{"role": m.role, "content": m.text} for m in messages if m.text or m.role != "assistant"]
-    ).decode()
+    return orjson.dumps([{"role": m.role, "content": m.text} for m in messages]).decode()
 
 
 class AttemptSpan:
     """The client span of one attempt."""
 
-    __slots__ = ("_tracing", "span")
+    __slots__ = ("_context", "_request", "record")
 
-    def __init__(self, tracing: Tracing, span: Span) -> None:
-        self._tracing = tracing
-        self.span = span
+    def __init__(self, request: RequestTrace, record: SpanRecord) -> None:
+        self._request = request
+        self.record = record
+        context = SpanContext(
+            record.trace_id, record.span_id, False, TraceFlags(record.flags), request.trace_state
+        )
+        self._context = NonRecordingSpan(context)
 
     def active(self) -> AbstractContextManager[object]:
+        """This span as the current one (what upstream requests propagate)."""
         return trace.use_span(
-            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            self._context, end_on_exit=False, record_exception=False, set_status_on_exception=False
         )
 
     def end(self, attempt: Attempt, usage: Usage | None = None, finish_reason: str | None = None) -> None:
-        span = self.span
-        clock = self._tracing.clock
-        if span.is_recording():
-            attrs: dict[str, Any] = {
-                "hybridgate.attempt.outcome": attempt.outcome,
-                "hybridgate.attempt.first_event_ms": round(attempt.duration * 1000, 3),
-            }
-            if usage is not None:
-                attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-                attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            if finish_reason is not None:
-                attrs["gen_ai.response.finish_reasons"] = (finish_reason,)
-            error = attempt.error
-            if error is not None:
-                attrs["error.type"] = error.kind.value
-                if error.upstream_status is not None:
-                    attrs["http.response.status_code"] = error.upstream_status
-                span.set_status(Status(StatusCode.ERROR, error.kind.value))
-            span.set_attributes(attrs)
-        span.end(end_time=self._tracing.wall_ns(clock.monotonic()))
+        request = self._request
+        if not request.sampled:
+            return
+        record = self.record
+        tracing = request.tracing
+        record.end_ns = tracing.wall_ns(tracing.clock.monotonic())
+        attrs = record.attributes
+        attrs["hybridgate.attempt.outcome"] = attempt.outcome
+        attrs["hybridgate.attempt.first_event_ms"] = round(attempt.duration * 1000, 3)
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        if finish_reason is not None:
+            attrs["gen_ai.response.finish_reasons"] = (finish_reason,)
+        error = attempt.error
+        if error is not None:
+            attrs["error.type"] = record.error = error.kind.value
+            if error.upstream_status is not None:
+                attrs["http.response.status_code"] = error.upstream_status
+        tracing.pipeline.submit(record)
 
 
 class RequestTrace:
     """The server span of one request; makes its attempts' spans (an ``AttemptTracer``)."""
 
-    __slots__ = ("_context", "_done", "_tracing", "content", "operation", "span")
+    __slots__ = ("_done", "content", "operation", "record", "sampled", "trace_state", "tracing")
 
-    def __init__(self, tracing: Tracing, span: Span, operation: str) -> None:
-        self._tracing = tracing
-        self.span = span
+    def __init__(self, tracing: Tracing, record: SpanRecord, operation: str, sampled: bool) -> None:
+        self.tracing = tracing
+        self.record = record
         self.operation = operation
-        self._context = trace.set_span_in_context(span)
+        self.sampled = sampled
+        self.trace_state = TraceState.from_header([record.trace_state]) if record.trace_state else None
         self._done = False
         self.content = False  # prompts and completions may be recorded (set once planned)
 
     @property
     def trace_id(self) -> str:
-        return f"{self.span.get_span_context().trace_id:032x}"
+        return f"{self.record.trace_id:032x}"
 
     def attempt(self, attempt: Attempt) -> AttemptSpan:
-        tracing = self._tracing
+        tracing = self.tracing
+        parent = self.record
         traits = tracing.deployments.get(attempt.deployment)
         model = traits.model if traits is not None else attempt.deployment
-        attrs: dict[str, Any] = {
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.request.model": model,
-            "hybridgate.deployment": attempt.deployment,
-            "hybridgate.attempt.hedge": attempt.hedge,
-            "hybridgate.attempt.reason": attempt.reason or "first",
-        }
-        if attempt.after:
-            attrs["hybridgate.attempt.after"] = attempt.after
-        if traits is not None:
-            attrs["gen_ai.system"] = traits.system
-            attrs["hybridgate.placement"] = traits.placement
-            attrs["hybridgate.region"] = traits.region
-        span = tracing.tracer.start_span(
-            f"{self.operation} {model}",
-            context=self._context,
+        record = SpanRecord(
+            name=f"{self.operation} {model}",
             kind=SpanKind.CLIENT,
-            start_time=tracing.wall_ns(attempt.started),
-            attributes=attrs,
+            trace_id=parent.trace_id,
+            span_id=tracing.span_id(),
+            parent_id=parent.span_id,
+            remote_parent=False,
+            flags=parent.flags,
+            trace_state=parent.trace_state,
+            start_ns=tracing.wall_ns(attempt.started),
         )
-        return AttemptSpan(tracing, span)
+        if self.sampled:
+            record.attributes = {
+                "gen_ai.operation.name": self.operation,
+                "gen_ai.request.model": model,
+                "hybridgate.deployment": attempt.deployment,
+                "hybridgate.attempt.hedge": attempt.hedge,
+                "hybridgate.attempt.reason": attempt.reason or "first",
+                "hybridgate.attempt.after": attempt.after or None,
+            }
+            if traits is not None:
+                record.attributes["gen_ai.system"] = traits.system
+                record.attributes["hybridgate.placement"] = traits.placement
+                record.attributes["hybridgate.region"] = traits.region
+        return AttemptSpan(self, record)
 
     def planned(
         self, plan: RoutePlan, *, sensitive: bool, record_content: bool, messages: Sequence[Message] = ()
     ) -> None:
         """The routing decision; the prompt too, when content may be recorded."""
-        span = self.span
-        if not span.is_recording():
+        if not self.sampled:
             return
         explanation = plan.explanation
+        data = explanation.data
         self.content = record_content and not sensitive
-        attrs: dict[str, Any] = {
-            "hybridgate.class": plan.workload_class,
-            "hybridgate.placement_preference": explanation.placement,
-            "hybridgate.decision.reason": explanation.summary,
-            "hybridgate.route": explanation.order,
-            "hybridgate.sensitive": sensitive,
-        }
-        if explanation.data.kinds:
-            attrs["hybridgate.sensitive.kinds"] = tuple(sorted(explanation.data.kinds))
-        if explanation.data.redact:
+        attrs = self.record.attributes
+        attrs["hybridgate.class"] = plan.workload_class
+        attrs["hybridgate.placement_preference"] = explanation.placement
+        attrs["hybridgate.decision.reason"] = explanation.summary
+        attrs["hybridgate.route"] = explanation.order
+        attrs["hybridgate.sensitive"] = sensitive
+        if data.kinds:
+            attrs["hybridgate.sensitive.kinds"] = tuple(sorted(data.kinds))
+        if data.redact:
             attrs["hybridgate.sensitive.action"] = "redact"
         if self.content and messages:
             attrs["gen_ai.input.messages"] = _messages_json(messages)
-        span.set_attributes(attrs)
+        elif "gen_ai.input.messages" in attrs:  # planned again (the redaction failed): now sensitive
+            del attrs["gen_ai.input.messages"]
 
     def finish(
         self,
@@ -272,45 +296,44 @@ class RequestTrace:
         if self._done:
             return
         self._done = True
-        span = self.span
-        tracing = self._tracing
-        if span.is_recording():
-            traits = tracing.deployments.get(deployment)
-            attrs: dict[str, Any] = {
-                "hybridgate.outcome": outcome,
-                "hybridgate.attempts": len(attempts),
-                "hybridgate.hedged": any(a.hedge for a in attempts),
-                "hybridgate.latency.actual_ms": round(latency_s * 1000, 3),
-            }
-            if deployment:
-                attrs["hybridgate.deployment"] = deployment
-            if traits is not None:
-                attrs["gen_ai.system"] = traits.system
-                attrs["hybridgate.placement"] = traits.placement
-                attrs["gen_ai.response.model"] = response_model or traits.model
+        if not self.sampled:
+            return
+        tracing = self.tracing
+        record = self.record
+        record.end_ns = tracing.wall_ns(tracing.clock.monotonic())
+        attrs = record.attributes
+        attrs["hybridgate.outcome"] = outcome
+        attrs["hybridgate.attempts"] = len(attempts)
+        attrs["hybridgate.hedged"] = any(a.hedge for a in attempts)
+        attrs["hybridgate.latency.actual_ms"] = round(latency_s * 1000, 3)
+        traits = tracing.deployments.get(deployment)
+        if traits is not None:
+            attrs["hybridgate.deployment"] = deployment
+            attrs["gen_ai.system"] = traits.system
+            attrs["hybridgate.placement"] = traits.placement
+            attrs["gen_ai.response.model"] = response_model or traits.model
+        if any(a.error is not None for a in attempts):
             failed = [f"{a.deployment}: {a.outcome}" for a in attempts if a.error is not None]
-            if failed:
-                attrs["hybridgate.fallback.reason"] = "; ".join(failed)
-            if explanation is not None and deployment:
-                predicted = _predicted_ms(explanation, deployment)
-                if predicted is not None:
-                    attrs["hybridgate.latency.predicted_ms"] = predicted
-            if usage is not None:
-                attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-                attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            if finish_reason is not None:
-                attrs["gen_ai.response.finish_reasons"] = (finish_reason,)
-            if self.content and output_text is not None:
-                attrs["gen_ai.output.messages"] = orjson.dumps(
-                    [{"role": "assistant", "content": output_text, "finish_reason": finish_reason}]
-                ).decode()
-            if extra:
-                attrs.update(extra)
-            if outcome != "ok" and not outcome.startswith("cache_") and outcome != "idempotent_replay":
-                attrs["error.type"] = outcome
-                span.set_status(Status(StatusCode.ERROR, outcome))
-            span.set_attributes(attrs)
-        span.end(end_time=tracing.wall_ns(tracing.clock.monotonic()))
+            attrs["hybridgate.fallback.reason"] = "; ".join(failed)
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        if finish_reason is not None:
+            attrs["gen_ai.response.finish_reasons"] = (finish_reason,)
+        if self.content and output_text is not None:
+            attrs["gen_ai.output.messages"] = orjson.dumps(
+                [{"role": "assistant", "content": output_text, "finish_reason": finish_reason}]
+            ).decode()
+        if extra:
+            attrs.update(extra)
+        if outcome not in _NOT_ERRORS:
+            attrs["error.type"] = record.error = outcome
+        if explanation is not None and deployment:
+            # The per-candidate verdicts are built lazily: on the export thread, not here.
+            record.deferred = lambda: {
+                "hybridgate.latency.predicted_ms": _predicted_ms(explanation, deployment)
+            }
+        tracing.pipeline.submit(record)
 
 
 def _predicted_ms(explanation: Explanation, deployment: str) -> float | None:
