@@ -316,3 +316,37 @@ def test_a_malformed_traceparent_starts_a_new_trace(setup: Setup) -> None:
     server, [attempt] = only_request_span(setup, trace_id)
     assert server["parent_span_id"] is None
     assert attempt["span_id"] == span_id
+
+
+def test_a_failed_request_is_traced_and_logged_with_every_attempt(setup: Setup) -> None:
+    setup.reset({"kind": "server_error", "status": 500, "next": 50})
+    trace_id = "6" * 32
+    with pytest.raises(openai.InternalServerError):
+        ask(setup, traceparent=traceparent(trace_id))
+    server, children = only_request_span(setup, trace_id)
+    assert server["status"] == "ERROR"
+    assert server["attributes"]["error.type"] == "no_route_available"
+    assert {c["attributes"]["hybridgate.deployment"] for c in children} == {"cloud", "backup"}
+    assert all(c["attributes"]["error.type"] == "server_error" for c in children)
+    assert eventually(lambda: any(r["trace_id"] == trace_id for r in setup.decisions()), timeout=10)
+    [record] = [r for r in setup.decisions() if r["trace_id"] == trace_id]
+    assert record["outcome"] == "no_route_available"
+    assert [a["outcome"] for a in record["attempts"]] == ["server_error"] * len(children)
+    assert record["plan"]["order"] == ["cloud", "backup"]
+    assert record["deployment"] is None
+
+
+def test_a_request_refused_before_planning_is_logged(setup: Setup) -> None:
+    setup.reset()
+    trace_id = "7" * 32
+    with pytest.raises(openai.NotFoundError):
+        setup.client(traceparent=traceparent(trace_id)).chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": PROMPT}], max_tokens=4
+        )
+    server, children = only_request_span(setup, trace_id)
+    assert children == []
+    assert server["attributes"]["error.type"] == "model_not_found"
+    assert eventually(lambda: any(r["trace_id"] == trace_id for r in setup.decisions()), timeout=10)
+    [record] = [r for r in setup.decisions() if r["trace_id"] == trace_id]
+    assert (record["outcome"], record["plan"], record["attempts"]) == ("model_not_found", None, [])
+    assert setup.captured() == []
