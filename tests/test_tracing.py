@@ -19,10 +19,11 @@ from hybridgate.config.loader import load_config
 from hybridgate.gateway import Gateway
 from hybridgate.policy.context import ANONYMOUS
 from hybridgate.privacy.guard import build_guard
-from hybridgate.types import InferenceRequest, Message
+from hybridgate.types import EmbeddingRequest, InferenceRequest, Message
 from tests.support.processes import start_sandbox
 
 PROMPT = "Tell me about the weather today in a few words"
+CALLER = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def captured(sandbox: str) -> list[dict[str, Any]]:
     return requests
 
 
-def config(folder: Path, sandbox: str, tracing: str) -> Path:
+def config(folder: Path, sandbox: str, tracing: str, embeddings: bool = False) -> Path:
     path = folder / "gateway.yaml"
     path.write_text(
         f"""
@@ -58,6 +59,7 @@ deployments:
     api_key: sk-upstream-SECRET-abcdef
     region: us
     context_window: 128000
+    embeddings: {"true" if embeddings else "false"}
 models:
   chat: {{deployments: [cloud]}}
 """
@@ -204,3 +206,34 @@ async def test_spans_are_exported_over_otlp(
                 for span in scope.spans:
                     names[span.name] = span.kind
     assert names == {"chat chat": 2, "chat sandbox-a": 3}  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
+
+
+async def test_embeddings_are_traced_and_logged(tmp_path: Path, sandbox: str) -> None:
+    reset(sandbox)
+    tracing = "tracing: {enabled: true, exporter: file, path: spans.jsonl}\ndecision_log: {path: d.jsonl}"
+    loaded = load_config(config(tmp_path, sandbox, tracing, embeddings=True))
+    gateway = Gateway(loaded, guard=build_guard(loaded.config.governance.detection))
+    await gateway.start()
+    try:
+        caller = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+        ctx = gateway.context(ANONYMOUS, {"traceparent": caller}, {})
+        await gateway.embed(EmbeddingRequest(model="chat", inputs=("a", "b")), ctx, gateway.clock.monotonic())
+    finally:
+        await gateway.close()
+    attempt, server = spans(tmp_path / "spans.jsonl")
+    assert server["name"] == "embeddings chat"
+    assert server["attributes"]["gen_ai.operation.name"] == "embeddings"
+    assert attempt["parent_span_id"] == server["span_id"]
+    assert attempt["attributes"]["gen_ai.usage.input_tokens"] > 0
+    [record] = spans(tmp_path / "d.jsonl")
+    assert record["trace_id"] == "c" * 32
+    assert record["attempts"][0]["outcome"] == "ok"
+    assert len(record["prompt_hmac"]) == 64
+
+
+async def test_with_tracing_off_the_log_still_names_the_callers_trace(tmp_path: Path, sandbox: str) -> None:
+    reset(sandbox)
+    await serve_one(config(tmp_path, sandbox, "decision_log: {path: d.jsonl}"), {"traceparent": CALLER})
+    [record] = spans(tmp_path / "d.jsonl")
+    assert record["trace_id"] == "e" * 32
+    assert not (tmp_path / "spans.jsonl").exists()

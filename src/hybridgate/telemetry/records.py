@@ -21,7 +21,14 @@ from hybridgate.cost.model import CostBreakdown
 from hybridgate.execution.executor import Attempt
 from hybridgate.policy.explain import Explanation
 from hybridgate.telemetry.inflight import Inflight
+from hybridgate.telemetry.propagation import parse_traceparent
 from hybridgate.types import Usage
+
+
+def _callers_trace_id(traceparent: str) -> str | None:
+    """With tracing off, the caller's trace id still correlates the record with its trace."""
+    parent = parse_traceparent(traceparent) if traceparent else None
+    return f"{parent.trace_id:032x}" if parent is not None else None
 
 
 def sensitive_action(explanation: Explanation | None, refused: bool = False) -> dict[str, Any]:
@@ -85,7 +92,7 @@ def decision_record(
     return {
         "ts": round(ts, 3),
         "id": inflight.id,
-        "trace_id": trace.trace_id if trace is not None else None,
+        "trace_id": trace.trace_id if trace is not None else _callers_trace_id(ctx.traceparent),
         "tenant": ctx.tenant,
         "key": ctx.key_id,
         "class": ctx.workload_class,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -81,7 +82,7 @@ def make_exporter(config: TracingConfig, base: Path) -> SpanExporter:
         assert config.path is not None  # the schema requires it
         return JsonLinesSpanExporter((base / config.path).resolve())
     if config.exporter == "console":
-        return ConsoleSpanExporter(service_name=config.service_name)
+        return ConsoleSpanExporter(service_name=config.service_name, out=sys.stderr)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     headers = {k: v.get_secret_value() for k, v in config.headers.items()}
