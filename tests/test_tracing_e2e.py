@@ -350,3 +350,41 @@ def test_a_request_refused_before_planning_is_logged(setup: Setup) -> None:
     [record] = [r for r in setup.decisions() if r["trace_id"] == trace_id]
     assert (record["outcome"], record["plan"], record["attempts"]) == ("model_not_found", None, [])
     assert setup.captured() == []
+
+
+def test_a_stream_continued_elsewhere_has_a_continuation_span(setup: Setup) -> None:
+    setup.reset({"kind": "stream_cut", "after_tokens": 3, "model": "sandbox-a"})
+    trace_id = "8" * 32
+    stream = setup.client(traceparent=traceparent(trace_id)).chat.completions.create(
+        model="pair", messages=[{"role": "user", "content": PROMPT}], max_tokens=12, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    server, (cut, continued) = only_request_span(setup, trace_id)
+    assert cut["attributes"]["hybridgate.deployment"] == "cloud"
+    assert cut["status"] == "ERROR"
+    assert continued["attributes"]["hybridgate.deployment"] == "backup"
+    assert continued["attributes"]["hybridgate.attempt.reason"] == "continuation"
+    assert continued["attributes"]["hybridgate.attempt.after"] == cut["attributes"]["error.type"]
+    assert server["attributes"]["hybridgate.outcome"] == "ok"
+
+
+def test_a_client_that_leaves_mid_stream_ends_the_spans(setup: Setup) -> None:
+    setup.reset({"kind": "stream_stall", "after_tokens": 2, "delay_s": 5, "model": "sandbox-a"})
+    trace_id = "9" * 32
+    body = {
+        "model": "pair",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 12,
+        "stream": True,
+    }
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "traceparent": traceparent(trace_id)}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{setup.url}/v1/chat/completions", json=body, headers=headers) as response,
+    ):
+        for line in response.iter_lines():
+            if '"content"' in line:
+                break  # leave after the first token: the stall is still to come
+    server, children = only_request_span(setup, trace_id)
+    assert server["attributes"]["hybridgate.outcome"] == "client_closed"
+    assert children[0]["attributes"]["hybridgate.attempt.outcome"] == "cancelled"
