@@ -1,1 +1,1 @@
-"""What the gateway records about each request: the decision log (and, later, metrics and traces)."""
+"""What the gateway records about each request: the decision log, traces and metrics."""
