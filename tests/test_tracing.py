@@ -14,11 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind
 
 from hybridgate.config.loader import load_config
 from hybridgate.gateway import Gateway
 from hybridgate.policy.context import ANONYMOUS
 from hybridgate.privacy.guard import build_guard
+from hybridgate.telemetry.span_file import JsonLinesSpanExporter
+from hybridgate.telemetry.span_pipeline import SpanPipeline, SpanRecord
 from hybridgate.types import EmbeddingRequest, InferenceRequest, Message
 from tests.support.processes import start_sandbox
 
@@ -237,3 +242,55 @@ async def test_with_tracing_off_the_log_still_names_the_callers_trace(tmp_path: 
     [record] = spans(tmp_path / "d.jsonl")
     assert record["trace_id"] == "e" * 32
     assert not (tmp_path / "spans.jsonl").exists()
+
+
+async def test_the_anthropic_adapter_sends_the_attempts_traceparent(tmp_path: Path, sandbox: str) -> None:
+    reset(sandbox)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"""
+version: 1
+tracing: {{enabled: true, exporter: file, path: spans.jsonl}}
+deployments:
+  claude:
+    type: anthropic
+    base_url: {sandbox}
+    model: sandbox-claude
+    api_key: sk-ant-SECRET-abcdef
+models:
+  chat: {{deployments: [claude]}}
+"""
+    )
+    await serve_one(path, {"traceparent": CALLER})
+    attempt, server = spans(tmp_path / "spans.jsonl")
+    [seen] = captured(sandbox)
+    assert seen["endpoint"] == "messages"
+    assert seen["trace"]["traceparent"] == f"00-{'e' * 32}-{attempt['span_id']}-01"
+    assert attempt["attributes"]["gen_ai.system"] == "anthropic"
+    assert server["parent_span_id"] == "f" * 16
+    assert "SECRET" not in (tmp_path / "spans.jsonl").read_text()
+
+
+def test_the_span_pipeline_drops_and_counts_when_full(tmp_path: Path) -> None:
+    exporter = JsonLinesSpanExporter(tmp_path / "spans.jsonl")
+    scope = InstrumentationScope("test")
+    # A long delay: nothing is exported before shutdown, so the queue really fills up.
+    pipeline = SpanPipeline(exporter, Resource.create({}), scope, delay_s=3600, max_queue=2)
+    for i in range(5):
+        record = SpanRecord(f"s{i}", SpanKind.SERVER, 1, i + 1, 0, False, 1, "", start_ns=1, end_ns=2)
+        record.attributes = {"n": i, "dropped.none": None}
+        pipeline.submit(record)
+    pipeline.shutdown()
+    assert (pipeline.exported, pipeline.dropped) == (2, 3)
+    written = spans(tmp_path / "spans.jsonl")
+    assert [(s["name"], s["attributes"]) for s in written] == [("s0", {"n": 0}), ("s1", {"n": 1})]
+
+
+def test_a_span_file_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where a directory should be")
+    exporter = JsonLinesSpanExporter(tmp_path / "blocked" / "spans.jsonl")
+    pipeline = SpanPipeline(exporter, Resource.create({}), InstrumentationScope("test"), delay_s=3600)
+    pipeline.submit(SpanRecord("s", SpanKind.SERVER, 1, 1, 0, False, 1, "", start_ns=1, end_ns=2))
+    pipeline.shutdown()
+    assert (pipeline.exported, pipeline.dropped) == (0, 1)  # the exporter logged why
+    assert not (tmp_path / "blocked").is_dir()

@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -108,10 +108,13 @@ class SpanPipeline:
                     log.exception("span dropped")
                     self.dropped += 1
             try:
-                self.exporter.export(batch)
-                self.exported += len(batch)
+                result = self.exporter.export(batch)
             except Exception:  # an exporter's failure must not kill the worker
                 log.exception("span export failed (%d spans dropped)", len(batch))
+                result = SpanExportResult.FAILURE
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(batch)
+            else:  # the exporter has logged why (OTLP: after its own retries)
                 self.dropped += len(batch)
 
     def _readable(self, r: SpanRecord) -> ReadableSpan:
