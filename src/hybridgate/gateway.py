@@ -646,6 +646,8 @@ class Gateway:
                 values["in_flight"] = float(health.perf.in_flight)
                 values["queued"] = float(health.perf.queued)
                 values["ttft_p95_seconds"] = health.perf.ttft_p95_s
+                if health.perf.hedge_ttft_s is not None:
+                    values["hedge_ttft_p95_seconds"] = health.perf.hedge_ttft_s
                 values["tokens_per_second"] = health.perf.tokens_per_s
             stats = getattr(self.backends.get(name), "stats", None)
             for counter in ("malformed_chunks", "streams_without_done", "streams_without_stop"):

@@ -27,7 +27,7 @@ import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from hybridgate.backends.base import Backend
 from hybridgate.clock import Clock
@@ -62,16 +62,20 @@ class AttemptObserver(Protocol):
     def started(self, deployment: str) -> None: ...
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float
-    ) -> None: ...
+        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+    ) -> None:
+        """An attempt answered in full; ``backup`` when it was a hedge (sent because another
+        attempt was late, so it is not a sample of how often attempts are late)."""
+        ...
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
 
-    def outrun(self, deployment: str, over_s: float) -> None:
-        """A hedged attempt still had no answer ``over_s`` after its hedge was sent, when the
-        hedge answered first and it was cancelled. Its latency is at least its predicted p95
-        plus ``over_s``: a lower bound, recorded so that the predictor does not learn only
-        from the attempts that won (it would then hedge ever sooner)."""
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+        """An attempt that lost a hedge race was cancelled before it answered (for a stream:
+        before its first event), ``over_s`` after its predicted p95 time for that (negative if
+        sooner); ``backup`` when it was the hedge. Its latency is known only to be longer:
+        recorded as that lower bound, so that the predictor does not learn from the winners
+        alone (it would then hedge ever sooner)."""
         ...
 
     def finished(self, deployment: str) -> None: ...
@@ -84,13 +88,15 @@ class _NoObserver:
     def started(self, deployment: str) -> None:
         pass
 
-    def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
+    def succeeded(
+        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+    ) -> None:
         pass
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         pass
 
-    def outrun(self, deployment: str, over_s: float) -> None:
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
         pass
 
     def finished(self, deployment: str) -> None:
@@ -302,19 +308,19 @@ class Executor:
     async def _attempts(
         self,
         plan: RoutePlan,
-        call: Callable[[Candidate], Awaitable[T]],
+        call: Callable[[Candidate, Attempt], Awaitable[T]],
         attempts: list[Attempt],
         start: int = 0,
     ) -> Answer[T]:
         async def try_one(candidate: Candidate, attempt: Attempt) -> T:
-            return await self._send_once(attempt, functools.partial(call, candidate))
+            return await self._send_once(attempt, functools.partial(call, candidate, attempt))
 
         result, index = await self.walk(plan, try_one, attempts, start)
         return Answer(result, plan.candidates[index].deployment, attempts)
 
     # ------------------------------------------------------------------ hedging
 
-    async def _hedged(self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]]) -> Answer[T]:
+    async def _hedged(self, plan: RoutePlan, call: Callable[[Candidate, Attempt], Awaitable[T]]) -> Answer[T]:
         """First candidate, and after ``plan.hedge.answer_s`` without an answer the second as well."""
         assert plan.hedge is not None
         first, second = plan.candidates[0], plan.candidates[1]
@@ -324,7 +330,9 @@ class Executor:
             return await self._attempts(plan, call, attempts, start=1)
         primary_attempt = Attempt(first.deployment, self.clock.monotonic())
         attempts.append(primary_attempt)
-        primary = asyncio.ensure_future(self._send_once(primary_attempt, functools.partial(call, first)))
+        primary = asyncio.ensure_future(
+            self._send_once(primary_attempt, functools.partial(call, first, primary_attempt))
+        )
         timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.answer_s))
         racing: list[asyncio.Future[T]] = [primary]
         try:
@@ -335,11 +343,13 @@ class Executor:
                 backup_attempt = Attempt(second.deployment, self.clock.monotonic(), hedge=True)
                 attempts.append(backup_attempt)
                 racing.append(
-                    asyncio.ensure_future(self._send_once(backup_attempt, functools.partial(call, second)))
+                    asyncio.ensure_future(
+                        self._send_once(backup_attempt, functools.partial(call, second, backup_attempt))
+                    )
                 )
             winner = await _first_success(racing)
-            if winner is not None and winner[1] == 1 and not primary.done():
-                self.observer.outrun(first.deployment, self.clock.monotonic() - attempts[1].started)
+            if winner is not None:
+                self.report_cut_short(racing, attempts, (first, second), streamed=False)
         finally:
             timer.cancel()
             for task in racing:
@@ -355,12 +365,30 @@ class Executor:
         raise_returned_as_is(attempts)
         return await self._attempts(plan, call, attempts, start=len(racing))
 
+    def report_cut_short(
+        self,
+        racing: Sequence[asyncio.Future[Any]],
+        attempts: Sequence[Attempt],
+        pair: tuple[Candidate, Candidate],
+        *,
+        streamed: bool,
+    ) -> None:
+        """Report the attempts of a hedge race still running when the other won (before they are
+        cancelled), with how far past their predicted p95 (first event, or answer) they were."""
+        now = self.clock.monotonic()
+        for task, attempt, candidate in zip(racing, attempts, pair, strict=False):
+            predicted = candidate.predicted_ttft_p95_s if streamed else candidate.predicted_p95_s
+            if not task.done() and predicted is not None:
+                self.observer.cut_short(
+                    attempt.deployment, now - attempt.started - predicted, backup=attempt.hedge
+                )
+
     # ------------------------------------------------------------------ entry points
 
     async def complete(self, plan: RoutePlan, payload: Payload) -> Answer[Completion]:
         self.budget.record_request()
 
-        async def call(candidate: Candidate) -> Completion:
+        async def call(candidate: Candidate, attempt: Attempt) -> Completion:
             started = self.clock.monotonic()
             completion = await self.backend(candidate).complete(
                 payload.for_candidate(candidate), candidate.timeouts
@@ -370,6 +398,7 @@ class Executor:
                 usage=completion.usage,
                 ttft_s=None,
                 duration_s=self.clock.monotonic() - started,
+                backup=attempt.hedge,
             )
             if candidate.redact and payload.restorer is not None:
                 completion = payload.restorer.restore_completion(completion)
@@ -381,7 +410,7 @@ class Executor:
 
     async def embed(self, plan: RoutePlan, request: EmbeddingRequest) -> Answer[EmbeddingResult]:
         self.budget.record_request()
-        return await self._attempts(plan, lambda c: self.backend(c).embed(request, c.timeouts), [])
+        return await self._attempts(plan, lambda c, _: self.backend(c).embed(request, c.timeouts), [])
 
 
 async def _first_success(order: Sequence[asyncio.Future[T]]) -> tuple[T, int] | None:

@@ -73,7 +73,13 @@ class StreamExecutor:
         self.ex = executor
 
     async def _observed(
-        self, candidate: Candidate, request: InferenceRequest, payload: Payload, started: float
+        self,
+        candidate: Candidate,
+        request: InferenceRequest,
+        payload: Payload,
+        started: float,
+        *,
+        backup: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """The candidate's stream, restored if it was redacted, with its life reported."""
         ex = self.ex
@@ -90,7 +96,9 @@ class StreamExecutor:
                         ttft = ex.clock.monotonic() - started
                     if isinstance(event, StreamEnd):
                         duration = ex.clock.monotonic() - started
-                        observer.succeeded(deployment, usage=event.usage, ttft_s=ttft, duration_s=duration)
+                        observer.succeeded(
+                            deployment, usage=event.usage, ttft_s=ttft, duration_s=duration, backup=backup
+                        )
                     if restorer is None:
                         yield event
                     else:
@@ -112,7 +120,7 @@ class StreamExecutor:
         self, candidate: Candidate, request: InferenceRequest, payload: Payload, attempt: Attempt
     ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """Start ``candidate``'s stream and wait for its first event (failure recorded on ``attempt``)."""
-        stream = self._observed(candidate, request, payload, attempt.started)
+        stream = self._observed(candidate, request, payload, attempt.started, backup=attempt.hedge)
         try:
             first = await anext(stream)
         except UpstreamError as exc:
@@ -178,8 +186,8 @@ class StreamExecutor:
                 ex.counters.hedges += 1
                 launch(pair[1], True)
             winner = await _first_success(tasks)
-            if winner == 1 and not tasks[0].done():
-                ex.observer.outrun(pair[0].deployment, ex.clock.monotonic() - attempts[1].started)
+            if winner is not None:
+                ex.report_cut_short(tasks, attempts, pair, streamed=True)
         finally:
             timer.cancel()
         for index, task in enumerate(tasks):
