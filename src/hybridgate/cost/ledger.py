@@ -51,12 +51,6 @@ class Ledger:
             agg.cost_usd += t.cost_usd
         return dict(out)
 
-    def rows(self) -> list[tuple[tuple[str, str, str], float, int, int]]:
-        """((tenant, class, placement), cost, prompt tokens, completion tokens), deployments summed."""
-        merged: dict[tuple[str, str, str], Totals] = defaultdict(Totals)
-        for (tenant, cls, placement, _), t in self._totals.items():
-            agg = merged[(tenant, cls, placement)]
-            agg.cost_usd += t.cost_usd
-            agg.prompt_tokens += t.prompt_tokens
-            agg.completion_tokens += t.completion_tokens
-        return [(key, t.cost_usd, t.prompt_tokens, t.completion_tokens) for key, t in merged.items()]
+    def rows(self) -> list[tuple[tuple[str, str, str, str], float, int, int]]:
+        """((tenant, class, placement, deployment), cost, prompt tokens, completion tokens)."""
+        return [(key, t.cost_usd, t.prompt_tokens, t.completion_tokens) for key, t in self._totals.items()]
