@@ -24,7 +24,7 @@ from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
 from hybridgate.config.schema import ClientKey, GatewayConfig
 from hybridgate.cost.ledger import Ledger
-from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable
+from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable, SensitiveDataRefused
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
 from hybridgate.execution.memo import (
     CompletionBuilder,
@@ -599,6 +599,9 @@ class Gateway:
             overhead_s=served.overhead_ms / 1000.0,
             completion_tokens=usage.completion_tokens,
         )
+        if plan.explanation.data.sensitive:
+            placement = spec.capabilities.placement
+            self.metrics.sensitive(ctx.workload_class, "redacted" if placement == "cloud" else "kept_local")
         if not error:
             self.ledger.record(
                 tenant=ctx.tenant,
@@ -684,6 +687,8 @@ class Gateway:
             model = "unknown"  # a client-supplied name: not a label value
         elapsed = self.clock.monotonic() - arrived
         self.metrics.request(model, ctx.workload_class, "none", "none", exc.code, elapsed, status=exc.status)
+        if isinstance(exc, SensitiveDataRefused):
+            self.metrics.sensitive(ctx.workload_class, "refused")
 
     def _cost_rows(self) -> list[CostRow]:
         deployments = self.policy.deployments

@@ -56,6 +56,7 @@ class _PerRequest:
     """What is recorded per request (the collector reads it at scrape time)."""
 
     outcomes: Counter[tuple[str, str, str, str, str]]
+    sensitive: Counter[tuple[str, str]]  # (class, action)
     slo: SloEvents
     latency: LabelledHistogram
     ttft: LabelledHistogram
@@ -93,6 +94,14 @@ class _Collector(Collector):
         for labels, count in rec.outcomes.items():
             requests.add_metric(list(labels), count)
         yield requests
+        sensitive = CounterMetricFamily(
+            "hybridgate_sensitive_data",
+            "Requests with sensitive data, by class and action (kept_local, redacted, refused)",
+            labels=["class", "action"],
+        )
+        for (cls, action), count in rec.sensitive.items():
+            sensitive.add_metric([cls, action], count)
+        yield sensitive
         yield rec.latency.family(
             "hybridgate_request_duration_seconds",
             "Request latency as the client saw it (to the last byte), by class",
@@ -218,6 +227,7 @@ class Metrics:
         classes = classes or {}
         self._rec = _PerRequest(
             outcomes=Counter(),
+            sensitive=Counter(),
             slo=SloEvents(classes),
             latency=LabelledHistogram(_BUCKETS),
             ttft=LabelledHistogram(_BUCKETS),
@@ -252,6 +262,11 @@ class Metrics:
         generating = seconds - (ttft_s or 0.0)
         if status < 400 and completion_tokens > 1 and generating > 0:
             rec.tokens_per_s.observe((deployment,), completion_tokens / generating)
+
+    def sensitive(self, workload_class: str, action: str) -> None:
+        """A request with sensitive data: ``kept_local``, ``redacted`` (sent to a cloud
+        redacted) or ``refused``."""
+        self._rec.sensitive[(workload_class, action)] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

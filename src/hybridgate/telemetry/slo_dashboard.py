@@ -13,7 +13,7 @@ from typing import Any
 
 from hybridgate.config.routing import WorkloadClass
 from hybridgate.telemetry.slo import PERIOD, Objective, objectives
-from hybridgate.telemetry.slo_rules import ATTAINMENT, BUDGET_REMAINING, BURN_RATE
+from hybridgate.telemetry.slo_rules import ATTAINMENT, BUDGET_REMAINING, BURN_RATE, HEDGES_WASTED
 
 _DS = {"type": "prometheus", "uid": "${datasource}"}
 _WIDTH = 24
@@ -146,7 +146,8 @@ def _gateway_panels(layout: _Layout) -> None:
         8,
     )
     extra = "sum by (kind) (rate(hybridgate_extra_attempts_total[5m]))"
-    layout.add(_series("Retries, failovers, hedges", [_target(extra, "{{kind}}")], "ops"), 8, 8)
+    wasted = _target(f"sum({HEDGES_WASTED})", "hedge wasted")
+    layout.add(_series("Retries, failovers, hedges", [_target(extra, "{{kind}}"), wasted], "ops"), 8, 8)
     layout.row("Deployments")
     for title, expr, unit in (
         ("In flight", "hybridgate_deployment_in_flight", "none"),

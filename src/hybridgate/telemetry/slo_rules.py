@@ -9,6 +9,7 @@ gateway instances):
 - ``hybridgate:slo_attainment:ratio_rate<W>`` the share of good events (1d and 30d)
 - ``hybridgate:slo_error_budget_remaining:ratio`` the share of the 30-day budget left
 - ``hybridgate:deployment_ttft_p95_seconds:avg1d`` a deployment's TTFT p95 baseline
+- ``hybridgate:hedges_wasted:rate5m`` hedges sent whose first attempt won (cancelled work)
 
 Alerts: multi-window multi-burn-rate per class and SLO (``HybridgateErrorBudgetBurnFast``,
 severity page; ``HybridgateErrorBudgetBurnSlow``, severity ticket; see
@@ -41,6 +42,7 @@ BURN_RATE = "hybridgate:slo_burn_rate:rate{window}"
 ATTAINMENT = "hybridgate:slo_attainment:ratio_rate{window}"
 BUDGET_REMAINING = "hybridgate:slo_error_budget_remaining:ratio"
 TTFT_BASELINE = "hybridgate:deployment_ttft_p95_seconds:avg1d"
+HEDGES_WASTED = "hybridgate:hedges_wasted:rate5m"
 FAST, SLOW = "HybridgateErrorBudgetBurnFast", "HybridgateErrorBudgetBurnSlow"
 
 
@@ -116,6 +118,10 @@ def _recording(slos: Sequence[Objective]) -> list[dict[str, Any]]:
         )
     out.append({"record": BUDGET_REMAINING, "expr": f"1 - {BURN_RATE.format(window=PERIOD)}"})
     out.append({"record": TTFT_BASELINE, "expr": "avg_over_time(hybridgate_deployment_ttft_p95_seconds[1d])"})
+    hedges = 'sum without (kind) (rate(hybridgate_extra_attempts_total{{kind="{}"}}[5m]))'
+    out.append(
+        {"record": HEDGES_WASTED, "expr": f"{hedges.format('hedge')}\n-\n{hedges.format('hedge_won')}"}
+    )
     return out
 
 
