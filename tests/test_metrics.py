@@ -149,9 +149,9 @@ def test_scrape_time_sources_attempts_breakers() -> None:
 
 def test_unknown_tenants_are_folded_into_other() -> None:
     rows: list[CostRow] = [
-        (("acme", "fast", "cloud", "us"), 0.5, 10, 20),
-        (("<script>", "fast", "cloud", "us"), 0.25, 1, 2),
-        (("whatever-a-client-says", "fast", "cloud", "us"), 0.25, 1, 2),
+        (("acme", "fast", "cloud", "us"), 0.5, 10, 20, 120),
+        (("<script>", "fast", "cloud", "us"), 0.25, 1, 2, 12),
+        (("whatever-a-client-says", "fast", "cloud", "us"), 0.25, 1, 2, 12),
     ]
     got = samples(Metrics(sources(rows), classes(), tenants=["acme"]))
     tenants = {
@@ -168,3 +168,5 @@ def test_unknown_tenants_are_folded_into_other() -> None:
         "direction": "completion",
     }
     assert got["hybridgate_tokens_total", frozenset(other.items())] == 4
+    del other["direction"]
+    assert got["hybridgate_egress_bytes_total", frozenset(other.items())] == 24

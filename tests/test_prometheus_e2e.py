@@ -185,6 +185,9 @@ def test_the_scrape_succeeds_and_requests_are_counted(stack: tuple[Prometheus, l
     assert settled(prom, 'up{job="hybridgate"}') == 1
     settled(prom, 'sum(rate(hybridgate_requests_total{outcome="ok"}[1m]))', lambda v: v > 0)
     assert sent[0] > 0
+    tokens = 'sum(hybridgate_tokens_total{tenant="default", placement="cloud", direction="completion"})'
+    settled(prom, tokens, lambda v: v > 0)
+    settled(prom, 'sum(hybridgate_egress_bytes_total{tenant="default", placement="cloud"})', lambda v: v > 0)
     assert settled(prom, 'sum(rate(hybridgate_requests_total{outcome!="ok"}[1m])) or vector(0)') == 0
     quantile = "histogram_quantile(0.5, sum by (le) (rate(hybridgate_{}_bucket{}[1m])))"
     overhead = settled(prom, quantile.format("overhead_seconds", ""))

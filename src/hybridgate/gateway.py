@@ -611,6 +611,7 @@ class Gateway:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=cost.total,
+                egress_bytes=n_bytes if spec.capabilities.placement == "cloud" else 0,
             )
         if self.decision_log is None:
             return
@@ -693,9 +694,10 @@ class Gateway:
     def _cost_rows(self) -> list[CostRow]:
         deployments = self.policy.deployments
         return [
-            ((tenant, cls, placement, deployments[name].capabilities.region), usd, prompt, completion)
-            for (tenant, cls, placement, name), usd, prompt, completion in self.ledger.rows()
-        ]
+            ((tenant, cls, placement, deployments[name].capabilities.region), t.cost_usd, t.prompt_tokens,
+             t.completion_tokens, t.egress_bytes)
+            for (tenant, cls, placement, name), t in self.ledger.rows()
+        ]  # fmt: skip
 
     def _attempt_counts(self) -> list[tuple[str, str, dict[str, int]]]:
         out: list[tuple[str, str, dict[str, int]]] = []

@@ -33,8 +33,8 @@ _TPS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 BREAKER_STATES = ("closed", "open", "half_open")
 OTHER_TENANT = "other"
 
-# (tenant, class, placement, region), cost in USD, prompt tokens, completion tokens
-CostRow = tuple[tuple[str, str, str, str], float, int, int]
+# (tenant, class, placement, region), cost in USD, prompt tokens, completion tokens, egress bytes
+CostRow = tuple[tuple[str, str, str, str], float, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,19 +149,25 @@ class _Collector(Collector):
         tokens = CounterMetricFamily(
             "hybridgate_tokens", "Tokens of served requests", labels=[*labels, "direction"]
         )
+        egress = CounterMetricFamily(
+            "hybridgate_egress_bytes",
+            "Bytes sent to and received from cloud deployments (estimated as billed: 4 per token)",
+            labels=labels,
+        )
         merged: dict[tuple[str, str, str, str], list[float]] = {}
-        for (tenant, cls, placement, region), usd, prompt, completion in self.sources.costs():
+        for (tenant, cls, placement, region), *values in self.sources.costs():
             key = (tenant if tenant in self.tenants else OTHER_TENANT, cls, placement, region)
-            row = merged.setdefault(key, [0.0, 0.0, 0.0])
-            row[0] += usd
-            row[1] += prompt
-            row[2] += completion
+            row = merged.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+            for i, value in enumerate(values):
+                row[i] += value
         for key, totals in merged.items():
             cost.add_metric(list(key), totals[0])
             tokens.add_metric([*key, "prompt"], totals[1])
             tokens.add_metric([*key, "completion"], totals[2])
+            egress.add_metric(list(key), totals[3])
         yield cost
         yield tokens
+        yield egress
 
     def _deployments(self) -> Iterator[Metric]:
         gauges: dict[str, GaugeMetricFamily] = {}
