@@ -22,8 +22,9 @@ from hybridgate.backends.base import Backend, Capabilities, Describable, capabil
 from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
+from hybridgate.config.schema import ClientKey, GatewayConfig
 from hybridgate.cost.ledger import Ledger
-from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable
+from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable, SensitiveDataRefused
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
 from hybridgate.execution.memo import (
     CompletionBuilder,
@@ -46,7 +47,7 @@ from hybridgate.policy.planner import RoutePlan, estimate_prompt_tokens, plan_ch
 from hybridgate.policy.table import Policy, compile_policy
 from hybridgate.privacy.redaction import RedactionError
 from hybridgate.telemetry.decision_log import DecisionLog
-from hybridgate.telemetry.metrics import Metrics, Sources
+from hybridgate.telemetry.metrics import CostRow, Metrics, Sources
 from hybridgate.types import (
     Completion,
     EmbeddingRequest,
@@ -122,6 +123,7 @@ class Served:
     response_id: str = ""  # the id the client is shown for a stream (a replay shows the first's)
     workload_class: str = ""
     unrouted: str = ""
+    ttft_s: float | None = None  # streams: arrival to the first event
 
     def headers(self) -> dict[str, str]:
         if self.plan is not None:
@@ -185,7 +187,7 @@ class Gateway:
         self.metrics = Metrics(
             Sources(
                 executor=self._executor_counters,
-                costs=self.ledger.rows,
+                costs=self._cost_rows,
                 deployments=self._deployment_gauges,
                 cache=lambda: {
                     "cache_hit": self.cache.hits,
@@ -194,7 +196,11 @@ class Gateway:
                     "idempotent_replay": self.idempotency.replayed,
                 },
                 offline=lambda: self.health.snapshot().offline,
-            )
+                attempts=self._attempt_counts,
+                breakers=lambda: [(n, b.state.value) for n, b in self.health.breakers.items()],
+            ),
+            classes=self.config.classes,
+            tenants=_known_tenants(self.config),
         )
         self.decision_log = self._decision_log()
         self.started_at = self.clock.wall()
@@ -391,6 +397,19 @@ class Gateway:
         idempotency_key: str | None = None,
     ) -> tuple[Served, Completion]:
         """One whole answer: from the cache or an earlier identical Idempotency-Key, else executed."""
+        try:
+            return await self._completed(request, ctx, arrived, idempotency_key)
+        except HybridgateError as exc:
+            self._account_failure(request.model, ctx, exc, arrived)
+            raise
+
+    async def _completed(
+        self,
+        request: InferenceRequest,
+        ctx: RequestContext,
+        arrived: float,
+        idempotency_key: str | None,
+    ) -> tuple[Served, Completion]:
         key = self._memo_key(request, ctx, idempotency_key)
         planned = await self._planned_or_unrouted(request, ctx, key)
         if idempotency_key is not None and key is not None:
@@ -440,6 +459,19 @@ class Gateway:
     ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         """The plan's stream once its first event arrived; closing the iterator closes the upstream,
         and its end (or failure) is accounted. Remembered answers are replayed as streams."""
+        try:
+            return await self._opened(request, ctx, arrived, idempotency_key)
+        except HybridgateError as exc:
+            self._account_failure(request.model, ctx, exc, arrived)
+            raise
+
+    async def _opened(
+        self,
+        request: InferenceRequest,
+        ctx: RequestContext,
+        arrived: float,
+        idempotency_key: str | None,
+    ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         key = self._memo_key(request, ctx, idempotency_key)
         planned = await self._planned_or_unrouted(request, ctx, key)
         if idempotency_key is not None and key is not None:
@@ -479,6 +511,7 @@ class Gateway:
             raise
         overhead = self._overhead_ms(arrived, stream.attempts)
         served = Served(plan, stream.deployment, stream.attempts, overhead, response_id=uuid.uuid4().hex[:24])
+        served.ttft_s = self.clock.monotonic() - arrived
         return served, stream
 
     async def _accounted(
@@ -504,7 +537,10 @@ class Gateway:
                 await stream.aclose()
             finally:  # even if closing was itself cancelled: an Idempotency-Key must not stay claimed
                 outcome = error.code if error is not None else ("" if usage is not None else "client_closed")
-                self._account(served, ctx, usage or Usage(), arrived, stream=True, error=outcome)
+                status = error.status if error is not None else (200 if usage is not None else 499)
+                self._account(
+                    served, ctx, usage or Usage(), arrived, stream=True, error=outcome, status=status
+                )
                 memo.settle(
                     assembled.build() if assembled is not None and usage is not None else None, served, error
                 )
@@ -512,10 +548,14 @@ class Gateway:
     async def embed(
         self, request: EmbeddingRequest, ctx: RequestContext, arrived: float
     ) -> tuple[Served, EmbeddingResult]:
-        plan = plan_embeddings(
-            request, ctx, self.guard.profile_texts(request.inputs), self.health.snapshot(), self.policy
-        )
-        answer: Answer[EmbeddingResult] = await self.executor.embed(plan, request)
+        try:
+            plan = plan_embeddings(
+                request, ctx, self.guard.profile_texts(request.inputs), self.health.snapshot(), self.policy
+            )
+            answer: Answer[EmbeddingResult] = await self.executor.embed(plan, request)
+        except HybridgateError as exc:
+            self._account_failure(request.model, ctx, exc, arrived)
+            raise
         served = Served(plan, answer.deployment, answer.attempts, self._overhead_ms(arrived, answer.attempts))
         self._account(served, ctx, answer.result.usage, arrived, stream=False)
         return served, answer.result
@@ -531,6 +571,7 @@ class Gateway:
         *,
         stream: bool,
         error: str = "",
+        status: int = 200,
     ) -> None:
         plan = served.plan
         assert plan is not None  # only executed answers are accounted
@@ -546,7 +587,21 @@ class Gateway:
             elapsed,
         )
         served.extra["cost_usd"] = cost.total
-        self.metrics.request(plan.model, ctx.workload_class, served.deployment, error or "ok", elapsed)
+        self.metrics.request(
+            plan.model,
+            ctx.workload_class,
+            served.deployment,
+            spec.capabilities.placement,
+            error or "ok",
+            elapsed,
+            status=status,
+            ttft_s=served.ttft_s,
+            overhead_s=served.overhead_ms / 1000.0,
+            completion_tokens=usage.completion_tokens,
+        )
+        if plan.explanation.data.sensitive:
+            placement = spec.capabilities.placement
+            self.metrics.sensitive(ctx.workload_class, "redacted" if placement == "cloud" else "kept_local")
         if not error:
             self.ledger.record(
                 tenant=ctx.tenant,
@@ -556,6 +611,7 @@ class Gateway:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=cost.total,
+                egress_bytes=n_bytes if spec.capabilities.placement == "cloud" else 0,
             )
         if self.decision_log is None:
             return
@@ -599,7 +655,11 @@ class Gateway:
         upstream was called; the deployment named is the one that produced it first)."""
         elapsed = self.clock.monotonic() - arrived
         outcome = _MEMORY_OUTCOMES[served.memory or ""]
-        self.metrics.request(model, ctx.workload_class, served.deployment, outcome, elapsed)
+        placement = self.policy.deployments[served.deployment].capabilities.placement
+        self.metrics.request(
+            model, ctx.workload_class, served.deployment, placement, outcome, elapsed,
+            overhead_s=served.overhead_ms / 1000.0,
+        )  # fmt: skip
         if self.decision_log is None:
             return
         self.decision_log.write(
@@ -621,6 +681,30 @@ class Gateway:
                 "unrouted": served.unrouted or None,
             }
         )
+
+    def _account_failure(self, model: str, ctx: RequestContext, exc: HybridgateError, arrived: float) -> None:
+        """A request that ended with an error before any answer: counted (no deployment served it)."""
+        if model not in self.config.models:
+            model = "unknown"  # a client-supplied name: not a label value
+        elapsed = self.clock.monotonic() - arrived
+        self.metrics.request(model, ctx.workload_class, "none", "none", exc.code, elapsed, status=exc.status)
+        if isinstance(exc, SensitiveDataRefused):
+            self.metrics.sensitive(ctx.workload_class, "refused")
+
+    def _cost_rows(self) -> list[CostRow]:
+        deployments = self.policy.deployments
+        return [
+            ((tenant, cls, placement, deployments[name].capabilities.region), t.cost_usd, t.prompt_tokens,
+             t.completion_tokens, t.egress_bytes)
+            for (tenant, cls, placement, name), t in self.ledger.rows()
+        ]  # fmt: skip
+
+    def _attempt_counts(self) -> list[tuple[str, str, dict[str, int]]]:
+        out: list[tuple[str, str, dict[str, int]]] = []
+        for name, stats in self.health.stats.items():
+            placement = self.policy.deployments[name].capabilities.placement
+            out.append((name, placement, {"ok": stats.completed, **stats.failed_by_kind}))
+        return out
 
     # ------------------------------------------------------------------ introspection
 
@@ -708,6 +792,13 @@ class Gateway:
         status = "ready" if ready and not degraded else ("degraded" if ready else "not_ready")
         offline = self.health.offline_status()
         return ready, {"status": status, "offline": offline, "models": models, "deployments": deployments}
+
+
+def _known_tenants(config: GatewayConfig) -> set[str]:
+    """Tenant names that may be label values: configured ones, and client keys' tenants."""
+    tenants = set(config.governance.tenants) | {"default"}
+    tenants |= {k.tenant for k in config.server.auth.api_keys if isinstance(k, ClientKey)}
+    return tenants
 
 
 def _routed(planned: Planned) -> tuple[RoutePlan, Payload]:

@@ -61,6 +61,7 @@ class DeploymentStats:
         self.min_samples = min_samples
         self.in_flight = 0
         self.completed = 0
+        self.failed_by_kind: Counter[str] = Counter()  # since start (the metrics' attempt counts)
         self.runtime: LoadReading | None = None  # the runtime's own account of its load
         self.last_probe: ProbeRecord | None = None
         self._ttft = WindowedSketch(window_s, slots, clock)  # base TTFT: prefill of the prompt removed
@@ -139,6 +140,7 @@ class DeploymentStats:
         if kind not in _SLOT_NOT_FREED:
             self._queue_wait(0.0)  # it held the slot until now
         self._errors.add(kind)
+        self.failed_by_kind[kind] += 1
         self._recorded += 1
 
     def _queue_wait(self, duration_s: float) -> float:
