@@ -368,6 +368,12 @@ class HeadClient(h.Client):
         return dict(self.conn.headers) if isinstance(self.conn, HeadConnection) else {}
 
 
+# The gateway (uvicorn) closes a keep-alive connection after 5 s idle; a request sent on it just
+# then meets a closed connection. Clients do not reuse connections idle for longer than this
+# (as httpx's keepalive_expiry does).
+KEEPALIVE_EXPIRY_S = 4.0
+
+
 class Pool:
     """Keep-alive clients of one target: an open-loop driver needs as many as are in flight."""
 
@@ -375,23 +381,31 @@ class Pool:
         self.target = target
         self.ledger = ledger
         self.timeout = timeout
-        self.idle: list[HeadClient] = []
+        self.idle: list[tuple[HeadClient, float]] = []  # (client, when it was last used), LIFO
         self.opened = 0
 
     async def call(self, stream: bool) -> tuple[h.Reply, dict[str, str]]:
-        client = self.idle.pop() if self.idle else self._new()
+        client = None
+        while self.idle and client is None:
+            candidate, used_at = self.idle.pop()
+            if h.perf() - used_at < KEEPALIVE_EXPIRY_S:
+                client = candidate
+            else:
+                candidate.close()
+        if client is None:
+            client = self._new()
         try:
             reply = await client.call(stream)
             return reply, client.last_headers()
         finally:
-            self.idle.append(client)
+            self.idle.append((client, h.perf()))
 
     def _new(self) -> HeadClient:
         self.opened += 1
         return HeadClient(self.target, self.ledger, self.timeout)
 
     def close(self) -> None:
-        for client in self.idle:
+        for client, _ in self.idle:
             client.close()
 
 

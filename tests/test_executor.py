@@ -126,6 +126,7 @@ class Observer:
     closed: set[str] = field(default_factory=set)
     failures: list[tuple[str, str]] = field(default_factory=list)
     cut_short_by: list[tuple[str, float]] = field(default_factory=list)
+    succeeded_by: list[tuple[str, bool, bool]] = field(default_factory=list)
 
     def admit(self, deployment: str) -> bool:
         return deployment not in self.closed
@@ -134,9 +135,16 @@ class Observer:
         pass
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
     ) -> None:
-        pass
+        self.succeeded_by.append((deployment, backup, late))
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         self.failures.append((deployment, kind))
@@ -362,6 +370,7 @@ async def test_a_hedged_attempt_that_lost_is_reported_with_how_far_past_its_p95_
     ((deployment, over_s),) = observer.cut_short_by
     assert deployment == "a"
     assert over_s == pytest.approx(0.25)
+    assert observer.succeeded_by == [("b", True, False)], "the backup won"
 
 
 async def test_a_backup_that_lost_is_reported_too() -> None:
@@ -381,6 +390,7 @@ async def test_a_backup_that_lost_is_reported_too() -> None:
     await drive(clock, task)
     assert task.result().deployment == "a"
     assert b.cancelled == 1
+    assert observer.succeeded_by == [("a", False, True)], "a won, late: its hedge had been sent"
     ((deployment, over_s),) = observer.cut_short_by
     assert deployment == "b"
     assert over_s == pytest.approx(0.1 - 0.5), "0.4 s short of its p95: the stats will not count it"

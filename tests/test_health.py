@@ -184,7 +184,7 @@ def test_an_attempt_cut_short_is_recorded_as_a_lower_bound_only_beyond_the_p95()
     tracked = stats.estimate().hedge_ttft_s
     assert tracked == pytest.approx(p95)
     for _ in range(5):
-        stats.record_cut_short(-0.01)  # cancelled before its p95: nothing known
+        stats.record_cut_short(-0.01, backup=True)  # a backup cancelled before its p95: nothing known
     assert stats.estimate().ttft_p95_s == pytest.approx(p95)
     assert stats.estimate().hedge_ttft_s == pytest.approx(tracked)
     stats.record_cut_short(0.5)
@@ -200,6 +200,12 @@ def test_an_attempt_cut_short_is_recorded_as_a_lower_bound_only_beyond_the_p95()
     stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=5.0, duration_s=5.1, backup=True)
     stats.record_cut_short(5.0, backup=True)
     assert stats.estimate().hedge_ttft_s == pytest.approx(raised)
+    # A first attempt that won although its hedge was sent had exceeded the delay, whatever its
+    # time says against the tracker's value now.
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.001, duration_s=0.1, late=True)
+    later = stats.estimate().hedge_ttft_s
+    assert later is not None
+    assert later > raised
 
 
 def _hedged_deployment(use_tracker: bool) -> tuple[float, float, float]:

@@ -62,10 +62,18 @@ class AttemptObserver(Protocol):
     def started(self, deployment: str) -> None: ...
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
     ) -> None:
-        """An attempt answered in full; ``backup`` when it was a hedge (sent because another
-        attempt was late, so it is not a sample of how often attempts are late)."""
+        """An attempt answered in full. ``backup``: it was a hedge (sent because another attempt
+        was late, so it is not a fair sample of how often attempts are late); ``late``: a hedge
+        was sent because it had not answered by the hedge delay (and it won the race anyway)."""
         ...
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
@@ -89,7 +97,14 @@ class _NoObserver:
         pass
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
     ) -> None:
         pass
 
@@ -143,6 +158,7 @@ class Attempt:
     duration: float = 0.0  # to the answer; for a stream, to its first event
     error: UpstreamError | None = None
     hedge: bool = False  # a backup request sent while the previous attempt was still running
+    late: bool = False  # a backup was sent because this attempt had not answered in time
 
     @property
     def ok(self) -> bool:
@@ -340,6 +356,7 @@ class Executor:
             # The budget first: an admitted half-open trial must be used, not held by nobody.
             if not primary.done() and self.budget.try_spend() and self.observer.admit(second.deployment):
                 self.counters.hedges += 1
+                primary_attempt.late = True
                 backup_attempt = Attempt(second.deployment, self.clock.monotonic(), hedge=True)
                 attempts.append(backup_attempt)
                 racing.append(
@@ -399,6 +416,7 @@ class Executor:
                 ttft_s=None,
                 duration_s=self.clock.monotonic() - started,
                 backup=attempt.hedge,
+                late=attempt.late,
             )
             if candidate.redact and payload.restorer is not None:
                 completion = payload.restorer.restore_completion(completion)

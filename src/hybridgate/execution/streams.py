@@ -77,12 +77,11 @@ class StreamExecutor:
         candidate: Candidate,
         request: InferenceRequest,
         payload: Payload,
-        started: float,
-        *,
-        backup: bool = False,
+        attempt: Attempt,
     ) -> AsyncIterator[StreamEvent]:
         """The candidate's stream, restored if it was redacted, with its life reported."""
         ex = self.ex
+        started = attempt.started
         observer = ex.observer
         deployment = candidate.deployment
         observer.started(deployment)
@@ -97,7 +96,12 @@ class StreamExecutor:
                     if isinstance(event, StreamEnd):
                         duration = ex.clock.monotonic() - started
                         observer.succeeded(
-                            deployment, usage=event.usage, ttft_s=ttft, duration_s=duration, backup=backup
+                            deployment,
+                            usage=event.usage,
+                            ttft_s=ttft,
+                            duration_s=duration,
+                            backup=attempt.hedge,
+                            late=attempt.late,
                         )
                     if restorer is None:
                         yield event
@@ -120,7 +124,7 @@ class StreamExecutor:
         self, candidate: Candidate, request: InferenceRequest, payload: Payload, attempt: Attempt
     ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """Start ``candidate``'s stream and wait for its first event (failure recorded on ``attempt``)."""
-        stream = self._observed(candidate, request, payload, attempt.started, backup=attempt.hedge)
+        stream = self._observed(candidate, request, payload, attempt)
         try:
             first = await anext(stream)
         except UpstreamError as exc:
@@ -184,6 +188,7 @@ class StreamExecutor:
             # The budget first: an admitted half-open trial must be used, not held by nobody.
             if not tasks[0].done() and ex.budget.try_spend() and ex.observer.admit(pair[1].deployment):
                 ex.counters.hedges += 1
+                attempts[0].late = True
                 launch(pair[1], True)
             winner = await _first_success(tasks)
             if winner is not None:

@@ -165,7 +165,14 @@ class LiveHealth:
         self._dirty.add(deployment)
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float, backup: bool = False
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
     ) -> None:
         self.stats[deployment].record_success(
             prompt_tokens=usage.prompt_tokens,
@@ -173,6 +180,7 @@ class LiveHealth:
             ttft_s=ttft_s,
             duration_s=duration_s,
             backup=backup,
+            late=late,
         )
         self._reports[deployment] += 1
         self._outcome(deployment, ok=True)

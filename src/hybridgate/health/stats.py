@@ -90,13 +90,16 @@ class DeploymentStats:
         ttft_s: float | None,
         duration_s: float,
         backup: bool = False,
+        late: bool = False,
     ) -> None:
         """One completed attempt. ``ttft_s`` is None when not streamed (it is then inferred).
 
         ``ttft_s`` and ``duration_s`` count from when the attempt was sent; on a one-slot runtime
         its wait in the queue is taken out (see the module docstring). A ``backup`` (a hedge) is
         left out of the hedge's tracker: a backup that loses is cancelled, mostly while slow and
-        before anything is known about it, so the backups that finish are the fast ones.
+        before anything is known about it, so the backups that finish are the fast ones. A
+        ``late`` attempt (its hedge was sent) exceeded the hedge delay, whatever the tracker's
+        value has become since.
         """
         self.completed += 1
         estimate = self._estimate
@@ -108,7 +111,9 @@ class DeploymentStats:
         wait = self._queue_wait(duration_s)
         first_token = max(0.0, ttft_s - wait - prefill)
         self._ttft.add(first_token)
-        if not backup:
+        if late:
+            self._tail.exceeded()
+        elif not backup:
             self._tail.observe(first_token)
         self._service.add(duration_s - wait)
         self._recorded += 1
@@ -118,11 +123,13 @@ class DeploymentStats:
         sooner; the prediction counts prefill and queue wait, so ``over_s`` is measured against
         the first-token p95 alone): its first token would have come after p95 + ``over_s``.
 
-        A lower bound, and kept only where it says something about the tail: in the sketch when
-        above its p95 (a bound below it would pull the p95 down), in the hedge's tracker when
-        above the tracked p95 ("exceeded"). Leaving such attempts out would teach both only the
-        winners' times, and the p95 a hedge waits for would sink towards the fast requests' p95
-        (see :mod:`hybridgate.health.tail`). Backups never reach the tracker (see
+        A lower bound, kept in the sketch only when above its p95 (a bound below it would pull
+        the p95 down). The race's first attempt is cut short only when its hedge was sent, that
+        is when it had exceeded the hedge delay, which is what the hedge's tracker needs to know
+        (comparing the bound with the tracker's value now could miss it: the value moves between
+        the plan and the cut). Leaving such attempts out would teach both only the winners'
+        times, and the p95 a hedge waits for would sink towards the fast requests' p95 (see
+        :mod:`hybridgate.health.tail`). Backups never reach the tracker (see
         :meth:`record_success`).
         """
         self._queue_wait(0.0)  # it held a one-slot runtime's slot until now
@@ -132,8 +139,7 @@ class DeploymentStats:
         if over_s >= 0:
             self._ttft.add(bound)
             self._recorded += 1
-        tracked = self._tail.value
-        if not backup and tracked is not None and bound >= tracked:
+        if not backup:
             self._tail.exceeded()
 
     def record_error(self, kind: str) -> None:
