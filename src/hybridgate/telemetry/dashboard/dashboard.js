@@ -1,0 +1,609 @@
+// hybridgate live dashboard: polls /metrics (Prometheus text) and /readyz, parses them here and
+// renders what they say. No dependencies, no build step, no request to any other origin.
+// Every displayed number carries its raw value in data-value (tests compare it with /metrics).
+"use strict";
+
+(function () {
+  const KEY_STORAGE = "hybridgate.dashboard.key";
+  const WINDOW_S = 300; // latency quantiles, split, errors and burn: the last 5 minutes
+  const RATE_S = 60; // request and cost rates: the last minute
+  const MEMORY_OUTCOMES = new Set(["cache_hit", "cache_stale", "idempotent_replay", "memory"]);
+  const SENSITIVE_FAMILY = /^hybridgate_(sensitive|privacy|redact|data_guard|governance)/;
+  const TTFT_FAMILY = /(ttft|first_token)/;
+  const LATENCY_FAMILY = "hybridgate_request_duration_seconds";
+  const params = new URLSearchParams(location.search);
+  const REFRESH_S = Math.min(60, Math.max(0.5, Number(params.get("refresh")) || 2));
+
+  // ------------------------------------------------------------------ Prometheus text format
+
+  function parseValue(text) {
+    if (text === "+Inf" || text === "Inf") return Infinity;
+    if (text === "-Inf") return -Infinity;
+    if (text === "NaN") return NaN;
+    return Number(text);
+  }
+
+  function parseLabels(line, start) {
+    // line[start] === "{"; returns [labels, index after "}"]
+    const labels = {};
+    let i = start + 1;
+    while (i < line.length) {
+      while (line[i] === " " || line[i] === ",") i++;
+      if (line[i] === "}") return [labels, i + 1];
+      const eq = line.indexOf("=", i);
+      if (eq < 0) throw new Error("label without value");
+      const name = line.slice(i, eq).trim();
+      i = eq + 1;
+      if (line[i] !== '"') throw new Error("label value not quoted");
+      i++;
+      let value = "";
+      while (i < line.length && line[i] !== '"') {
+        if (line[i] === "\\") {
+          const next = line[i + 1];
+          value += next === "n" ? "\n" : next;
+          i += 2;
+        } else {
+          value += line[i++];
+        }
+      }
+      labels[name] = value;
+      i++; // closing quote
+    }
+    throw new Error("unterminated label set");
+  }
+
+  // {samples: Map(sample name -> [{labels, value}]), types: Map(family -> type)}
+  function parsePrometheus(text) {
+    const samples = new Map();
+    const types = new Map();
+    for (const raw of text.split("\n")) {
+      const line = raw.trim();
+      if (!line) continue;
+      if (line[0] === "#") {
+        const m = /^#\s+TYPE\s+(\S+)\s+(\S+)/.exec(line);
+        if (m) types.set(m[1], m[2]);
+        continue;
+      }
+      let i = 0;
+      while (i < line.length && line[i] !== "{" && line[i] !== " ") i++;
+      const name = line.slice(0, i);
+      let labels = {};
+      if (line[i] === "{") [labels, i] = parseLabels(line, i);
+      const value = parseValue(line.slice(i).trim().split(/\s+/)[0]);
+      if (!samples.has(name)) samples.set(name, []);
+      samples.get(name).push({ labels, value });
+    }
+    return { samples, types };
+  }
+
+  // Prometheus' histogram_quantile over [{le, count}] (cumulative counts, sorted by le).
+  function histogramQuantile(q, buckets) {
+    if (buckets.length < 2 || buckets[buckets.length - 1].le !== Infinity) return NaN;
+    const total = buckets[buckets.length - 1].count;
+    if (!(total > 0)) return NaN;
+    let rank = q * total;
+    let b = buckets.findIndex((x) => x.count >= rank);
+    if (b === buckets.length - 1) return buckets[buckets.length - 2].le;
+    if (b === 0 && buckets[0].le <= 0) return buckets[0].le;
+    const start = b === 0 ? 0 : buckets[b - 1].le;
+    const below = b === 0 ? 0 : buckets[b - 1].count;
+    const inBucket = buckets[b].count - below;
+    rank -= below;
+    return start + (buckets[b].le - start) * (inBucket > 0 ? rank / inBucket : 0);
+  }
+
+  // The share of observations above `threshold`, interpolated inside its bucket like
+  // histogram_quantile; beyond the highest finite bucket everything counts as above.
+  function fractionAbove(threshold, buckets) {
+    if (buckets.length < 2) return NaN;
+    const total = buckets[buckets.length - 1].count;
+    if (!(total > 0)) return NaN;
+    let atMost = buckets[buckets.length - 2].count;
+    const b = buckets.findIndex((x) => x.le >= threshold);
+    if (b >= 0 && b < buckets.length - 1) {
+      const start = b === 0 ? 0 : buckets[b - 1].le;
+      const below = b === 0 ? 0 : buckets[b - 1].count;
+      atMost = below + (buckets[b].count - below) * ((threshold - start) / (buckets[b].le - start));
+    }
+    return Math.max(0, 1 - atMost / total);
+  }
+
+  // ------------------------------------------------------------------ reading a scrape
+
+  function series(scrape, name) {
+    return (scrape && scrape.samples.get(name)) || [];
+  }
+
+  function total(scrape, name, match) {
+    let sum = 0;
+    for (const s of series(scrape, name)) if (!match || match(s.labels)) sum += s.value;
+    return sum;
+  }
+
+  // Growth of a counter between two scrapes; a restart (the counter went down) counts from 0.
+  function growth(newer, older, name, match) {
+    const now = total(newer, name, match);
+    const before = older ? total(older, name, match) : 0;
+    return now >= before ? now - before : now;
+  }
+
+  function bucketsOf(scrape, family, cls) {
+    const byLe = new Map();
+    for (const s of series(scrape, family + "_bucket")) {
+      if (s.labels.class !== cls) continue;
+      const le = parseValue(s.labels.le);
+      byLe.set(le, (byLe.get(le) || 0) + s.value);
+    }
+    return byLe;
+  }
+
+  function windowBuckets(newer, older, family, cls) {
+    const now = bucketsOf(newer, family, cls);
+    const before = older ? bucketsOf(older, family, cls) : new Map();
+    const restarted = [...now].some(([le, c]) => c < (before.get(le) || 0));
+    return [...now]
+      .map(([le, c]) => ({ le, count: restarted ? c : c - (before.get(le) || 0) }))
+      .sort((a, b) => a.le - b.le);
+  }
+
+  function histogramFamilies(scrape) {
+    const out = [];
+    for (const [family, type] of scrape.types) if (type === "histogram") out.push(family);
+    return out;
+  }
+
+  // ------------------------------------------------------------------ formatting
+
+  const DASH = "—";
+
+  function fmtSeconds(s) {
+    if (!Number.isFinite(s)) return DASH;
+    return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
+  }
+
+  function fmtUsd(v) {
+    if (!Number.isFinite(v)) return DASH;
+    return "$" + (v >= 100 ? v.toFixed(2) : v >= 1 ? v.toFixed(3) : v.toFixed(6));
+  }
+
+  function fmtPct(v) {
+    return Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : DASH;
+  }
+
+  function fmtCount(v) {
+    return Number.isFinite(v) ? String(Math.round(v)) : DASH;
+  }
+
+  function fmtRate(v, unit) {
+    if (!Number.isFinite(v)) return DASH;
+    return `${v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${unit}`;
+  }
+
+  // ok | warn | bad for a value against a budget (amber from 80% of it).
+  function against(value, budget) {
+    if (!Number.isFinite(value) || !Number.isFinite(budget)) return "none";
+    return value > budget ? "bad" : value > 0.8 * budget ? "warn" : "ok";
+  }
+
+  function burnLevel(burn) {
+    if (!Number.isFinite(burn)) return "none";
+    return burn >= 6 ? "bad" : burn >= 1 ? "warn" : "ok";
+  }
+
+  function worst(levels) {
+    for (const l of ["bad", "warn", "ok"]) if (levels.includes(l)) return l;
+    return "none";
+  }
+
+  // ------------------------------------------------------------------ DOM helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === "class") node.className = v;
+      else node.setAttribute(k, String(v));
+    }
+    for (const c of children) node.append(c instanceof Node ? c : String(c));
+    return node;
+  }
+
+  // A displayed number: its text, and its raw value for machines.
+  function value(metric, raw, text, level) {
+    return el("span", { class: `v ${level || ""}`, "data-metric": metric, "data-value": raw }, text);
+  }
+
+  function replace(container, ...children) {
+    container.replaceChildren(...children);
+  }
+
+  // ------------------------------------------------------------------ state and polling
+
+  const state = {
+    key: sessionStorage.getItem(KEY_STORAGE) || "",
+    config: null,
+    scrapes: [], // {t (s, monotonic), wall (ms), text, samples, types}, oldest first
+    readyz: null,
+    seq: 0,
+    timer: null,
+    lastError: "",
+    lastErrorAt: 0,
+  };
+
+  function headers() {
+    return state.key ? { Authorization: `Bearer ${state.key}` } : {};
+  }
+
+  async function get(path) {
+    return fetch(path, { headers: headers(), cache: "no-store", credentials: "omit", redirect: "error" });
+  }
+
+  class Refused extends Error {}
+
+  async function getJSON(path) {
+    const r = await get(path);
+    if (r.status === 401) throw new Refused();
+    if (!r.ok && r.status !== 503) throw new Error(`${path}: HTTP ${r.status}`);
+    return r.json();
+  }
+
+  function askForKey(message) {
+    clearTimeout(state.timer);
+    document.getElementById("main").hidden = true;
+    document.getElementById("key-form").hidden = false;
+    document.getElementById("key-message").textContent = message;
+    document.getElementById("key-input").focus();
+  }
+
+  async function start() {
+    try {
+      state.config = await getJSON("dashboard/config.json");
+    } catch (err) {
+      if (err instanceof Refused) {
+        askForKey(
+          state.key
+            ? "The key was refused. Enter a client API key of this gateway."
+            : "This gateway needs a client API key to read its metrics."
+        );
+      } else {
+        failed(String(err.message || err));
+        state.timer = setTimeout(start, REFRESH_S * 1000);
+      }
+      return;
+    }
+    document.getElementById("key-form").hidden = true;
+    document.getElementById("main").hidden = false;
+    poll();
+  }
+
+  async function poll() {
+    try {
+      const [metrics, readyz] = await Promise.all([
+        get("metrics"),
+        getJSON("readyz").catch((err) => {
+          if (err instanceof Refused) throw err;
+          return null; // breaker states and offline details degrade to "—"
+        }),
+      ]);
+      if (metrics.status === 401) throw new Refused();
+      if (!metrics.ok) throw new Error(`/metrics: HTTP ${metrics.status}`);
+      const text = await metrics.text();
+      const scrape = { t: performance.now() / 1000, wall: Date.now(), text, ...parsePrometheus(text) };
+      state.scrapes.push(scrape);
+      while (state.scrapes.length > 2 && scrape.t - state.scrapes[1].t >= WINDOW_S) state.scrapes.shift();
+      state.readyz = readyz;
+      state.seq += 1;
+      state.lastError = "";
+      render();
+    } catch (err) {
+      if (err instanceof Refused) {
+        sessionStorage.removeItem(KEY_STORAGE);
+        state.key = "";
+        askForKey("The key was refused. Enter a client API key of this gateway.");
+        return;
+      }
+      failed(String(err.message || err));
+    }
+    state.timer = setTimeout(poll, REFRESH_S * 1000);
+  }
+
+  function failed(message) {
+    state.lastError = message;
+    state.lastErrorAt = Date.now();
+    const scrape = document.getElementById("scrape");
+    scrape.className = "scrape bad";
+    scrape.textContent = `scrape failed: ${message}`;
+  }
+
+  // The scrape closest to `seconds` before the newest (the first one when the page is younger).
+  function baseFor(seconds) {
+    const newest = state.scrapes[state.scrapes.length - 1];
+    let base = state.scrapes[0];
+    for (const s of state.scrapes) if (newest.t - s.t >= seconds) base = s;
+    return base === newest ? null : base;
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function render() {
+    const now = state.scrapes[state.scrapes.length - 1];
+    const win = baseFor(WINDOW_S);
+    const rate = baseFor(RATE_S);
+    renderBanner(now);
+    renderClasses(now, win, rate);
+    renderDeployments(now);
+    renderCost(now, rate);
+    renderSensitive(now);
+    renderResilience(now, win);
+    const span = win ? now.t - win.t : 0;
+    document.getElementById("window-note").textContent = win
+      ? `latency, split and burn over the last ${Math.round(span)} s`
+      : "waiting for a second scrape";
+    const scrape = document.getElementById("scrape");
+    scrape.className = "scrape";
+    scrape.dataset.seq = String(state.seq);
+    scrape.dataset.at = String(now.wall);
+    scrape.textContent = `updated ${new Date(now.wall).toLocaleTimeString()} · every ${REFRESH_S} s`;
+  }
+
+  function renderBanner(now) {
+    const banner = document.getElementById("banner");
+    const mode = document.getElementById("mode");
+    const detail = document.getElementById("mode-detail");
+    const offline = series(now, "hybridgate_offline")[0];
+    const ready = state.readyz;
+    if (!offline) {
+      banner.dataset.state = "unknown";
+      mode.dataset.value = "";
+      mode.textContent = `mode ${DASH}`;
+      detail.textContent = "";
+      return;
+    }
+    const isOffline = offline.value === 1;
+    banner.dataset.state = isOffline ? "offline" : "online";
+    mode.dataset.value = String(offline.value);
+    mode.textContent = isOffline ? "OFFLINE · local only" : "ONLINE";
+    const parts = [];
+    if (ready) {
+      parts.push(`readiness: ${ready.status}`);
+      if (isOffline && ready.offline) {
+        const since = ready.offline.since ? new Date(ready.offline.since * 1000).toLocaleTimeString() : "";
+        parts.push(`since ${since}: ${ready.offline.reason || ""}`);
+      }
+    }
+    detail.textContent = parts.join(" · ");
+  }
+
+  function placementOf(deployment) {
+    const dep = state.config.deployments[deployment];
+    return dep ? dep.placement : "unknown";
+  }
+
+  function classNames(now) {
+    const names = new Set(Object.keys(state.config.classes));
+    for (const s of series(now, "hybridgate_requests_total")) names.add(s.labels.class);
+    return [...names];
+  }
+
+  function renderClasses(now, win, rate) {
+    const ttftFamily = histogramFamilies(now).find((f) => TTFT_FAMILY.test(f));
+    const hasLatency = now.types.get(LATENCY_FAMILY) === "histogram";
+    const objectives = state.config.objectives;
+    const tiles = classNames(now).map((cls) => {
+      const budget = state.config.classes[cls] || {};
+      const ofClass = (extra) => (l) => l.class === cls && (!extra || extra(l));
+      const req = "hybridgate_requests_total";
+      const split = { local: 0, cloud: 0, memory: 0, other: 0 };
+      let windowCount = 0;
+      let errors = 0;
+      const seen = new Set();
+      for (const s of series(now, req)) {
+        if (s.labels.class !== cls) continue;
+        const key = JSON.stringify(s.labels);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const n = growth(now, win, req, (l) => JSON.stringify(l) === key);
+        windowCount += n;
+        if (MEMORY_OUTCOMES.has(s.labels.outcome)) split.memory += n;
+        else {
+          const p = placementOf(s.labels.deployment);
+          split[p in split ? p : "other"] += n;
+          if (s.labels.outcome !== "ok") errors += n;
+        }
+      }
+      const cumulative = total(now, req, ofClass());
+      const reqRate = rate ? growth(now, rate, req, ofClass()) / (now.t - rate.t) : NaN;
+      const buckets = hasLatency ? windowBuckets(now, win, LATENCY_FAMILY, cls) : [];
+      const q = (p) => histogramQuantile(p, buckets);
+      const [p50, p95, p99] = [q(0.5), q(0.95), q(0.99)];
+      const b95 = budget.p95_ms / 1000;
+      const b99 = budget.p99_ms / 1000;
+      const burn95 = fractionAbove(b95, buckets) / objectives.p95;
+      const burn99 = fractionAbove(b99, buckets) / objectives.p99;
+      const ttftP95 = ttftFamily ? histogramQuantile(0.95, windowBuckets(now, win, ttftFamily, cls)) : NaN;
+      const errorRatio = windowCount > 0 ? errors / windowCount : NaN;
+      const levels = {
+        p50: against(p50, b95),
+        p95: against(p95, b95),
+        p99: against(p99, b99),
+        ttft: against(ttftP95, budget.ttft_ms / 1000),
+        burn95: burnLevel(burn95),
+        burn99: burnLevel(burn99),
+        errors: !Number.isFinite(errorRatio) ? "none" : errorRatio > 0.05 ? "bad" : errorRatio > 0.01 ? "warn" : "ok",
+      };
+      const status = worst(Object.values(levels));
+      const pct = (n) => (windowCount > 0 ? n / windowCount : NaN);
+      const bar = el("div", { class: "split-bar" });
+      for (const part of ["local", "cloud", "memory", "other"]) {
+        const share = pct(split[part]);
+        if (share > 0) bar.append(el("span", { class: `seg ${part}`, "data-share": share }));
+      }
+      for (const seg of bar.children) seg.style.width = `${Number(seg.dataset.share) * 100}%`;
+      const latencyRow = (label, metric, v, budgetS, level) =>
+        el("tr", {},
+          el("th", {}, label),
+          el("td", {}, value(metric, v, fmtSeconds(v), level)),
+          el("td", { class: "budget" }, budgetS ? `budget ${fmtSeconds(budgetS)}` : ""));
+      return el("article", { class: `tile ${status}`, "data-class": cls },
+        el("h3", {}, cls, el("small", {}, ` ${budget.placement || ""} · priority ${budget.priority ?? DASH}`)),
+        el("div", { class: "big" },
+          value("requests", cumulative, fmtCount(cumulative)), el("small", {}, " requests · "),
+          value("request_rate", reqRate, fmtRate(reqRate, "req/s"))),
+        bar,
+        el("div", { class: "split" },
+          el("span", { class: "local" }, "local ", value("local_share", pct(split.local), fmtPct(pct(split.local))),
+            " (", value("local_count", split.local, fmtCount(split.local)), ")"),
+          el("span", { class: "cloud" }, "cloud ", value("cloud_share", pct(split.cloud), fmtPct(pct(split.cloud))),
+            " (", value("cloud_count", split.cloud, fmtCount(split.cloud)), ")"),
+          el("span", { class: "memory" }, "memory ", value("memory_count", split.memory, fmtCount(split.memory)))),
+        el("table", { class: "lat" },
+          latencyRow("p50", "p50", p50, null, levels.p50),
+          latencyRow("p95", "p95", p95, b95, levels.p95),
+          latencyRow("p99", "p99", p99, b99, levels.p99),
+          latencyRow("TTFT p95", "ttft_p95", ttftP95, budget.ttft_ms / 1000, levels.ttft)),
+        el("div", { class: "burn" },
+          "error budget burn ",
+          value("burn_p95", burn95, Number.isFinite(burn95) ? `×${burn95.toFixed(2)}` : DASH, levels.burn95),
+          el("small", {}, ` (p95 ≤ ${fmtSeconds(b95)}) `),
+          value("burn_p99", burn99, Number.isFinite(burn99) ? `×${burn99.toFixed(2)}` : DASH, levels.burn99),
+          el("small", {}, ` (p99 ≤ ${fmtSeconds(b99)})`)),
+        el("div", { class: "errors" },
+          "errors ", value("errors", errors, fmtCount(errors), levels.errors), " ",
+          value("error_ratio", errorRatio, fmtPct(errorRatio), levels.errors)));
+    });
+    replace(document.getElementById("classes"), ...tiles);
+  }
+
+  function gauge(now, key, deployment) {
+    const s = series(now, `hybridgate_deployment_${key}`).find((x) => x.labels.deployment === deployment);
+    return s ? s.value : NaN;
+  }
+
+  function renderDeployments(now) {
+    const names = new Set(Object.keys(state.config.deployments));
+    for (const s of series(now, "hybridgate_deployment_ready")) names.add(s.labels.deployment);
+    const rows = [...names].map((name) => {
+      const info = state.readyz && state.readyz.deployments ? state.readyz.deployments[name] : null;
+      // The live state (circuit_open included) is the snapshot's; the top level is the lifecycle's.
+      const depState = info ? (info.health && info.health.state) || info.state : "";
+      const breaker = info && info.health && info.health.breaker ? info.health.breaker : null;
+      const ready = gauge(now, "ready", name);
+      const inFlight = gauge(now, "in_flight", name);
+      const queued = gauge(now, "queued", name);
+      const requests = total(now, "hybridgate_requests_total", (l) => l.deployment === name);
+      const errors = total(now, "hybridgate_requests_total",
+        (l) => l.deployment === name && l.outcome !== "ok" && !MEMORY_OUTCOMES.has(l.outcome));
+      const stateLevel = !depState ? "none" : depState === "ready" ? "ok"
+        : depState === "unconfigured" || depState === "starting" ? "warn" : "bad";
+      const breakerLevel = !breaker ? "none" : breaker.state === "closed" ? "ok"
+        : breaker.state === "half_open" ? "warn" : "bad";
+      let breakerText = breaker ? breaker.state.replace("_", "-") : DASH;
+      if (breaker && breaker.open_until) breakerText += ` until ${new Date(breaker.open_until * 1000).toLocaleTimeString()}`;
+      const ttft = gauge(now, "ttft_p95_seconds", name);
+      const tps = gauge(now, "tokens_per_second", name);
+      return el("tr", { "data-deployment": name },
+        el("td", {}, name),
+        el("td", {}, placementOf(name)),
+        el("td", {}, el("span", { class: `pill ${stateLevel}`, "data-metric": "state", "data-value": depState }, depState || DASH)),
+        el("td", { title: breaker && breaker.reason ? breaker.reason : "" },
+          el("span", { class: `pill ${breakerLevel}`, "data-metric": "breaker", "data-value": breaker ? breaker.state : "" }, breakerText),
+          breaker && breaker.reason ? el("small", { class: "reason" }, ` ${breaker.reason}`) : ""),
+        el("td", { class: "num" }, value("ready", ready, Number.isFinite(ready) ? (ready === 1 ? "yes" : "no") : DASH, ready === 1 ? "ok" : Number.isFinite(ready) ? "bad" : "none")),
+        el("td", { class: "num" }, value("in_flight", inFlight, fmtCount(inFlight))),
+        el("td", { class: "num" }, value("queued", queued, fmtCount(queued), queued > 0 ? "warn" : "")),
+        el("td", { class: "num" }, value("requests", requests, fmtCount(requests))),
+        el("td", { class: "num" }, value("errors", errors, fmtCount(errors), errors > 0 ? "warn" : "")),
+        el("td", { class: "num" }, value("ttft_p95_predicted", ttft, fmtSeconds(ttft))),
+        el("td", { class: "num" }, value("tokens_per_second", tps, Number.isFinite(tps) ? tps.toFixed(1) : DASH)));
+    });
+    replace(document.querySelector("#deployments tbody"), ...rows);
+  }
+
+  function renderCost(now, rate) {
+    const costName = "hybridgate_cost_usd_total";
+    const tokName = "hybridgate_tokens_total";
+    const placements = new Set(Object.values(state.config.deployments).map((d) => d.placement));
+    for (const s of series(now, costName)) placements.add(s.labels.placement);
+    const present = now.samples.has(costName) || now.types.has("hybridgate_cost_usd");
+    const row = (label, match) => {
+      const cumulative = present ? total(now, costName, match) : NaN;
+      const perHour = present && rate ? (growth(now, rate, costName, match) / (now.t - rate.t)) * 3600 : NaN;
+      const tin = total(now, tokName, (l) => match(l) && l.direction === "prompt");
+      const tout = total(now, tokName, (l) => match(l) && l.direction === "completion");
+      return el("tr", { "data-placement": label },
+        el("td", {}, label),
+        el("td", { class: "num" }, value("cost_rate_per_hour", perHour, Number.isFinite(perHour) ? `${fmtUsd(perHour)}/h` : DASH)),
+        el("td", { class: "num" }, value("cost_total", cumulative, fmtUsd(cumulative))),
+        el("td", { class: "num" }, value("tokens_in", tin, fmtCount(tin)), " / ", value("tokens_out", tout, fmtCount(tout))));
+    };
+    const rows = [...placements].sort().map((p) => row(p, (l) => l.placement === p));
+    rows.push(row("all", () => true));
+    rows[rows.length - 1].className = "total";
+    replace(document.querySelector("#cost tbody"), ...rows);
+  }
+
+  function renderSensitive(now) {
+    const items = [];
+    for (const [name, list] of now.samples) {
+      if (!SENSITIVE_FAMILY.test(name) || name.endsWith("_created")) continue;
+      for (const s of list) {
+        const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(" ");
+        items.push(el("li", { "data-series": `${name}{${labels}}` },
+          el("span", { class: "label" }, `${name.replace(/^hybridgate_/, "")} ${labels}`), " ",
+          value("sensitive", s.value, fmtCount(s.value))));
+      }
+    }
+    const box = document.getElementById("sensitive");
+    if (items.length === 0) {
+      replace(box, el("p", { class: "absent", "data-metric": "sensitive", "data-value": "" },
+        `${DASH} not in /metrics: this gateway does not export sensitive-data actions yet`));
+    } else {
+      replace(box, el("ul", { class: "list" }, ...items));
+    }
+  }
+
+  function renderResilience(now, win) {
+    const list = el("ul", { class: "list" });
+    const add = (family, label) => {
+      for (const s of series(now, family)) {
+        const key = s.labels.kind || s.labels.result;
+        const recent = growth(now, win, family, (l) => (l.kind || l.result) === key);
+        list.append(el("li", { "data-series": `${family}{${key}}` },
+          el("span", { class: "label" }, `${label} ${key}`), " ",
+          value("count", s.value, fmtCount(s.value)), el("small", {}, ` (+${fmtCount(recent)} recent)`)));
+      }
+    };
+    add("hybridgate_extra_attempts_total", "attempts:");
+    add("hybridgate_memory_total", "memory:");
+    const box = document.getElementById("resilience");
+    if (list.children.length === 0) replace(box, el("p", { class: "absent" }, DASH));
+    else replace(box, list);
+  }
+
+  // ------------------------------------------------------------------ start
+
+  function onKey(event) {
+    event.preventDefault();
+    const input = document.getElementById("key-input");
+    state.key = input.value.trim();
+    input.value = "";
+    if (state.key) sessionStorage.setItem(KEY_STORAGE, state.key);
+    start();
+  }
+
+  // For tests and the curious: the pure functions and the state (raw scrapes included).
+  window.hybridgateDashboard = {
+    parsePrometheus,
+    histogramQuantile,
+    fractionAbove,
+    state,
+    windowBase: () => baseFor(WINDOW_S),
+    WINDOW_S,
+    RATE_S,
+  };
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("key-form").addEventListener("submit", onKey);
+    start();
+  });
+})();
