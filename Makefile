@@ -15,7 +15,7 @@ MODELS_DIR ?= models
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps
+.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps browser
 
 help:
 	@echo "make run     - set up everything and serve $(CONFIG) on 127.0.0.1:8080"
@@ -31,6 +31,14 @@ sysdeps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# Debian's headless Chromium for the dashboard's browser test (tests/test_dashboard_e2e.py), driven
+# by Playwright through executable_path: `playwright install` (a browser download) is never run.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing system packages: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
 $(BIN)/python: | sysdeps
@@ -66,7 +74,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

@@ -1,0 +1,515 @@
+"""The live dashboard in a real headless Chromium, against a real gateway with traffic flowing.
+
+The gateway serves a local llama.cpp deployment and two SANDBOX clouds, one of which fails every
+request (its breaker opens). The official openai SDK drives traffic from threads while the page
+is open; the test then stops the traffic, waits for a scrape the page took afterwards, scrapes
+/metrics itself and checks that every number the page shows is the one /metrics says, computing
+the latency quantiles and burn rates with its own implementation of histogram_quantile. The page's
+network requests are recorded: none may leave the gateway's origin.
+
+Chromium is Debian's (`make sysdeps` installs it); Playwright drives it with
+``executable_path`` and never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.support.processes import ManagedProcess, eventually, start_gateway, start_sandbox
+
+CHROMIUM = Path("/usr/bin/chromium")
+KEY = "dashboard-client-key"
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+BUDGETS = {
+    "interactive": {"p95_ms": 1500, "p99_ms": 4000, "ttft_ms": 800},
+    "batch": {"p95_ms": 20000, "p99_ms": 40000, "ttft_ms": 10000},
+    "idle": {"p95_ms": 1000, "p99_ms": 2000, "ttft_ms": 500},
+}
+PLACEMENT = {"local": "local", "cloud": "cloud", "broken": "cloud"}
+MEMORY_OUTCOMES = {"cache_hit", "cache_stale", "idempotent_replay", "memory"}
+
+
+def _classes() -> str:
+    placement = {"interactive": "local-first", "batch": "cloud-first", "idle": "local-first"}
+    return "".join(
+        f"  {name}:\n    placement: {placement[name]}\n"
+        f"    latency: {{p95_ms: {b['p95_ms']}, p99_ms: {b['p99_ms']}, ttft_ms: {b['ttft_ms']}}}\n"
+        for name, b in BUDGETS.items()
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
+    procs: list[ManagedProcess] = []
+    try:
+        cloud_proc, cloud_url = start_sandbox("test-fast", seed=21)
+        procs.append(cloud_proc)
+        broken_proc, broken_url = start_sandbox("test-fast", seed=22)
+        procs.append(broken_proc)
+        # Every request to "broken" fails: its breaker opens and stays open (cloud deployments
+        # are not probed by default, and the open period outlasts the test).
+        httpx.post(f"{broken_url}/sandbox/faults", json=[{"kind": "server_error", "status": 503}])
+        config = tmp_path_factory.mktemp("dashboard") / "gateway.yaml"
+        config.write_text(
+            f"""
+version: 1
+server:
+  auth:
+    api_keys: [{KEY}]
+classes:
+{_classes()}default_class: interactive
+resilience:
+  retry: {{retry_budget_min: 1000}}
+deployments:
+  local:
+    type: llamacpp
+    model_path: {models_dir / "tiny.gguf"}
+    context_window: 2048
+    n_threads: 1
+    max_queue: 8
+    probe: {{enabled: false}}  # a probe in flight would move in_flight between two scrapes
+  cloud:
+    type: openai
+    base_url: {cloud_url}/v1
+    api_key: {UPSTREAM_KEY}
+    model: sandbox-cloud
+    region: us
+    price: {{input_per_mtok: 3000, output_per_mtok: 15000}}
+  broken:
+    type: openai
+    base_url: {broken_url}/v1
+    model: sandbox-broken
+    region: us
+    breaker: {{consecutive_failures: 2, open_s: 600, max_open_s: 600}}
+models:
+  chat: {{deployments: [local, cloud]}}
+  fragile: {{deployments: [broken, cloud]}}
+"""
+        )
+        gateway, url = start_gateway(config)
+        procs.append(gateway)
+        yield {"url": url}
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium is needed: run `make sysdeps` (as root)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+# ---------------------------------------------------------------- traffic
+
+
+@dataclass
+class Traffic:
+    """Requests from threads through the official SDK, until stopped (bounded in count and time)."""
+
+    url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for model, cls in (("chat", "interactive"), ("chat", "batch"), ("fragile", "batch")):
+            t = threading.Thread(target=self._run, args=(model, cls), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _run(self, model: str, cls: str) -> None:
+        client = openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=KEY,
+            max_retries=0,
+            timeout=60,
+            default_headers={"X-Hybridgate-Class": cls},
+        )
+        for i in range(400):
+            if self.stop.is_set():
+                return
+            try:
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": f"status report {i}"}], max_tokens=6
+                )
+                self.sent += 1
+            except openai.APIError as exc:
+                self.failures.append(f"{model}/{cls}: {exc}")
+
+    def halt(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(90)
+            assert not t.is_alive()
+
+
+# ---------------------------------------------------------------- reading /metrics independently
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> Samples:
+    out: Samples = defaultdict(list)
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m is not None, line
+        labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(m.group(2) or "")}
+        out[m.group(1)].append((labels, float(m.group(3))))
+    return out
+
+
+def total(samples: Samples, name: str, **match: str) -> float:
+    return sum(v for labels, v in samples.get(name, []) if all(labels.get(k) == x for k, x in match.items()))
+
+
+def buckets(samples: Samples, family: str, cls: str) -> dict[float, float]:
+    out: dict[float, float] = defaultdict(float)
+    for labels, v in samples.get(f"{family}_bucket", []):
+        if labels.get("class") == cls:
+            out[float(labels["le"])] += v
+    return out
+
+
+def quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile, written independently of the page's."""
+    if len(cumulative) < 2 or cumulative[-1][0] != math.inf or cumulative[-1][1] <= 0:
+        return math.nan
+    rank = q * cumulative[-1][1]
+    for i, (le, count) in enumerate(cumulative):
+        if count >= rank:
+            if i == len(cumulative) - 1:
+                return cumulative[-2][0]
+            lower, below = (0.0, 0.0) if i == 0 else cumulative[i - 1]
+            inside = count - below
+            return lower + (le - lower) * ((rank - below) / inside if inside else 0.0)
+    return math.nan
+
+
+def over(threshold: float, cumulative: list[tuple[float, float]]) -> float:
+    """Share of observations above ``threshold``, interpolated within its bucket."""
+    n = cumulative[-1][1]
+    at_most = cumulative[-2][1]
+    for i, (le, count) in enumerate(cumulative[:-1]):
+        if le >= threshold:
+            lower, below = (0.0, 0.0) if i == 0 else cumulative[i - 1]
+            at_most = below + (count - below) * (threshold - lower) / (le - lower)
+            break
+    return max(0.0, 1 - at_most / n)
+
+
+# ---------------------------------------------------------------- reading the page
+
+
+def shown(page: Page) -> dict[str, Any]:
+    """Every number on the page, by where it is: raw data-value and the displayed text."""
+    result: dict[str, Any] = page.evaluate(
+        """() => {
+        const read = (root) => {
+          const out = {};
+          for (const e of root.querySelectorAll('[data-metric]'))
+            out[e.dataset.metric] = {value: e.dataset.value, text: e.textContent};
+          return out;
+        };
+        const by = (selector, attr) => Object.fromEntries(
+          [...document.querySelectorAll(selector)].map((e) => [e.getAttribute(attr), read(e)]));
+        const scrape = document.getElementById('scrape');
+        return {
+          seq: Number(scrape.dataset.seq),
+          mode: document.getElementById('mode').dataset.value,
+          banner: document.getElementById('banner').dataset.state,
+          classes: by('#classes [data-class]', 'data-class'),
+          deployments: by('#deployments [data-deployment]', 'data-deployment'),
+          cost: by('#cost [data-placement]', 'data-placement'),
+          sensitive: read(document.getElementById('sensitive')),
+        };
+      }"""
+    )
+    return result
+
+
+def num(cell: dict[str, str]) -> float:
+    return float(cell["value"]) if cell["value"] not in ("", "NaN") else math.nan
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, str]) -> None:
+    url = env["url"]
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{url}/dashboard/config.json").status_code == 401
+    assert httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    page = httpx.get(f"{url}/dashboard")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "connect-src 'self'" in csp
+    config = httpx.get(f"{url}/dashboard/config.json", headers={"Authorization": f"Bearer {KEY}"})
+    assert config.status_code == 200
+    body = config.text
+    assert config.json()["classes"]["interactive"]["p95_ms"] == BUDGETS["interactive"]["p95_ms"]
+    assert config.json()["deployments"]["local"]["placement"] == "local"
+    for secret in (KEY, UPSTREAM_KEY, "http://", "127.0.0.1"):
+        assert secret not in body
+    for asset in ("/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
+        text = httpx.get(f"{url}{asset}").text
+        assert KEY not in text
+        # Nothing absolute: no scheme, no protocol-relative URL (a // comment is not a URL).
+        assert not re.search(r"https?:|[\"'(]//", text), asset
+
+
+def test_dashboard_shows_what_metrics_say_while_traffic_flows(
+    env: dict[str, str], browser: Browser, tmp_path: Path
+) -> None:
+    url = env["url"]
+    origin = url.rstrip("/")
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # The browser logs each refused request (401) itself: those are expected, nothing else is.
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "status of 401" not in m.text else None,
+    )
+    traffic = Traffic(url)
+    try:
+        page.goto(f"{url}/dashboard?refresh=0.5")
+        # No key yet: the page asks for one and shows no data.
+        page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
+        assert page.is_hidden("#main")
+        page.fill("#key-input", "not-a-key")
+        page.click("#key-form button")
+        page.wait_for_function(
+            "document.getElementById('key-message').textContent.includes('refused')", timeout=15000
+        )
+        page.fill("#key-input", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector("#main:not([hidden])", timeout=15000)
+        assert page.evaluate("sessionStorage.getItem('hybridgate.dashboard.key')") == KEY
+        assert KEY not in page.url
+
+        traffic.start()
+
+        def busy() -> bool:
+            s = shown(page)
+            classes, deployments = s["classes"], s["deployments"]
+            return (
+                num(classes["interactive"]["local_count"]) >= 3
+                and num(classes["batch"]["cloud_count"]) >= 10
+                and num(classes["interactive"]["request_rate"]) > 0
+                and num(classes["batch"]["request_rate"]) > 0
+                and num(s["cost"]["cloud"]["cost_rate_per_hour"]) > 0
+                and deployments["broken"]["breaker"]["value"] == "open"
+                and num(classes["interactive"]["p95"]) > 0
+            )
+
+        assert eventually(busy, timeout=120, interval=0.25), shown(page)
+        during = ARTIFACTS / "dashboard.png"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        shutil.copyfile(tmp_path / "dashboard.png", during)
+
+        traffic.halt()
+        assert traffic.sent > 0
+        # A scrape the page started after the last request ended: wait for two more.
+        seq = shown(page)["seq"]
+        assert eventually(lambda: shown(page)["seq"] >= seq + 2, timeout=30, interval=0.1)
+        s = shown(page)
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        readyz = httpx.get(f"{url}/readyz").json()
+        base_text = page.evaluate("(hybridgateDashboard.windowBase() || {text: ''}).text")
+        page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
+        shutil.copyfile(tmp_path / "dashboard-after.png", ARTIFACTS / "dashboard-after.png")
+    finally:
+        traffic.halt()
+        context.close()
+
+    assert not errors, errors
+    foreign = [r for r in requests if not r.startswith(origin + "/")]
+    assert not foreign, foreign
+    assert any(r.endswith("/metrics") for r in requests)
+
+    now, base = parse_metrics(metrics), parse_metrics(base_text)
+    assert s["mode"] == "0"
+    assert s["banner"] == "online"
+    assert total(now, "hybridgate_offline") == 0
+
+    # Classes: requests, the split, latency quantiles and burn against the budgets.
+    for cls, budget in BUDGETS.items():
+        tile = s["classes"][cls]
+        assert num(tile["requests"]) == total(now, "hybridgate_requests_total", **{"class": cls}), cls
+        split: dict[str, float] = defaultdict(float)
+        for labels, v in now.get("hybridgate_requests_total", []):
+            if labels["class"] != cls:
+                continue
+            before = total(base, "hybridgate_requests_total", **labels)
+            kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else PLACEMENT[labels["deployment"]]
+            split[kind] += v - before
+        assert num(tile["local_count"]) == split["local"], cls
+        assert num(tile["cloud_count"]) == split["cloud"], cls
+        assert num(tile["memory_count"]) == split["memory"], cls
+        window = sum(split.values())
+        if window:
+            assert same(num(tile["local_share"]), split["local"] / window)
+            assert tile["local_share"]["text"] == f"{100 * split['local'] / window:.1f}%"
+        b_now = buckets(now, "hybridgate_request_duration_seconds", cls)
+        b_base = buckets(base, "hybridgate_request_duration_seconds", cls)
+        cumulative = sorted((le, c - b_base.get(le, 0.0)) for le, c in b_now.items())
+        for q, metric in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            assert same(num(tile[metric]), quantile(q, cumulative)), (cls, metric, tile[metric])
+        if window:
+            assert same(num(tile["burn_p95"]), over(budget["p95_ms"] / 1000, cumulative) / 0.05)
+            assert same(num(tile["burn_p99"]), over(budget["p99_ms"] / 1000, cumulative) / 0.01)
+        # No TTFT histogram per class in /metrics yet: shown as a dash, not as a number.
+        assert tile["ttft_p95"]["text"] == "—"
+    assert num(s["classes"]["idle"]["requests"]) == 0
+    assert s["classes"]["idle"]["p95"]["text"] == "—"
+    assert num(s["classes"]["interactive"]["local_count"]) > 0
+    assert num(s["classes"]["batch"]["cloud_count"]) > 0
+
+    # Deployments: gauges and counters from /metrics, breaker and state from /readyz.
+    for name in PLACEMENT:
+        row = s["deployments"][name]
+        for gauge in ("ready", "in_flight", "queued"):
+            assert same(num(row[gauge]), total(now, f"hybridgate_deployment_{gauge}", deployment=name)), (
+                name,
+                gauge,
+            )
+        assert num(row["requests"]) == total(now, "hybridgate_requests_total", deployment=name)
+        errors_now = sum(
+            v
+            for labels, v in now.get("hybridgate_requests_total", [])
+            if labels["deployment"] == name and labels["outcome"] not in MEMORY_OUTCOMES | {"ok"}
+        )
+        assert num(row["errors"]) == errors_now
+        health = readyz["deployments"][name]
+        assert row["state"]["value"] == health["health"]["state"]
+        assert row["breaker"]["value"] == health["health"]["breaker"]["state"]
+    assert s["deployments"]["broken"]["breaker"]["value"] == "open"
+    assert s["deployments"]["broken"]["state"]["value"] == "circuit_open"
+    assert s["deployments"]["local"]["breaker"]["value"] == "closed"
+
+    # Cost by placement, cumulative, and tokens.
+    for placement in ("local", "cloud"):
+        row = s["cost"][placement]
+        usd = total(now, "hybridgate_cost_usd_total", placement=placement)
+        assert same(num(row["cost_total"]), usd), placement
+        if usd < 1:
+            assert row["cost_total"]["text"] == f"${usd:.6f}"
+        assert num(row["tokens_in"]) == total(
+            now, "hybridgate_tokens_total", placement=placement, direction="prompt"
+        )
+        assert num(row["tokens_out"]) == total(
+            now, "hybridgate_tokens_total", placement=placement, direction="completion"
+        )
+    assert same(num(s["cost"]["all"]["cost_total"]), total(now, "hybridgate_cost_usd_total"))
+    assert num(s["cost"]["cloud"]["cost_total"]) > 0
+    # No sensitive-data metric family exists yet: said so, with a dash.
+    assert s["sensitive"]["sensitive"]["value"] == ""
+    assert "—" in s["sensitive"]["sensitive"]["text"]
+
+
+def test_page_parser_and_quantiles_agree_with_python(env: dict[str, str], browser: Browser) -> None:
+    """The page's own Prometheus parser and histogram_quantile, on tricky input and random
+    histograms, against the independent implementation above."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{env['url']}/dashboard")
+        page.wait_for_function("window.hybridgateDashboard !== undefined")
+        text = (
+            "# HELP x_total a counter\n# TYPE x counter\n"
+            'x_total{a="q\\"uote",b="back\\\\slash",c="line\\nbreak",d="{},= "} 3.5\n'
+            "y +Inf\nz NaN\nw 1e-3 1700000000000\n"
+        )
+        parsed = page.evaluate(
+            """(t) => { const p = hybridgateDashboard.parsePrometheus(t);
+                return {x: p.samples.get('x_total'), y: String(p.samples.get('y')[0].value),
+                        z: String(p.samples.get('z')[0].value), w: p.samples.get('w')[0].value,
+                        type: p.types.get('x')}; }""",
+            text,
+        )
+        assert parsed["x"] == [
+            {"labels": {"a": 'q"uote', "b": "back\\slash", "c": "line\nbreak", "d": "{},= "}, "value": 3.5}
+        ]
+        assert (parsed["y"], parsed["z"], parsed["w"], parsed["type"]) == (
+            "Infinity",
+            "NaN",
+            0.001,
+            "counter",
+        )
+        rng = random.Random(7)
+        les = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+        for _ in range(200):
+            counts: list[float] = []
+            running = 0.0
+            for _le in [*les, math.inf]:
+                running += rng.choice([0, 0, 1, 3, 10])
+                counts.append(running)
+            cumulative = list(zip([*les, math.inf], counts, strict=True))
+            q = rng.choice([0.5, 0.9, 0.95, 0.99, 0.999])
+            threshold = rng.choice([0.003, 0.2, 1.5, 7, 200])
+            js = page.evaluate(
+                """([q, t, b]) => { const buckets = b.map(([le, count]) =>
+                     ({le: le === null ? Infinity : le, count}));
+                   return [hybridgateDashboard.histogramQuantile(q, buckets),
+                           hybridgateDashboard.fractionAbove(t, buckets)].map(String); }""",
+                [q, threshold, [[None if le == math.inf else le, c] for le, c in cumulative]],
+            )
+            want_q, want_over = (
+                quantile(q, cumulative),
+                (over(threshold, cumulative) if counts[-1] else math.nan),
+            )
+            assert same(float(js[0]), want_q), (q, cumulative, js)
+            assert same(float(js[1]), want_over), (threshold, cumulative, js)
+    finally:
+        page.close()
+
+
+def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, str]) -> None:
+    config = httpx.get(
+        f"{env['url']}/dashboard/config.json", headers={"Authorization": f"Bearer {KEY}"}
+    ).json()
+    assert set(config["classes"]) == set(BUDGETS)
+    assert {n: d["placement"] for n, d in config["deployments"].items()} == PLACEMENT
+    assert config["models"] == {"chat": ["local", "cloud"], "fragile": ["broken", "cloud"]}
+    assert json.dumps(config).count("sk-") == 0
