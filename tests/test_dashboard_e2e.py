@@ -55,7 +55,7 @@ def _classes() -> str:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
+def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, Any]]:
     procs: list[ManagedProcess] = []
     try:
         cloud_proc, cloud_url = start_sandbox("test-fast", seed=21)
@@ -104,7 +104,7 @@ models:
         )
         gateway, url = start_gateway(config)
         procs.append(gateway)
-        yield {"url": url}
+        yield {"url": url, "procs": procs}
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -269,7 +269,7 @@ def same(a: float, b: float) -> bool:
 # ---------------------------------------------------------------- tests
 
 
-def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, str]) -> None:
+def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, Any]) -> None:
     url = env["url"]
     assert httpx.get(f"{url}/metrics").status_code == 401
     assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -296,7 +296,7 @@ def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, st
 
 
 def test_dashboard_shows_what_metrics_say_while_traffic_flows(
-    env: dict[str, str], browser: Browser, tmp_path: Path
+    env: dict[str, Any], browser: Browser, tmp_path: Path
 ) -> None:
     url = env["url"]
     origin = url.rstrip("/")
@@ -315,6 +315,7 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
     try:
         page.goto(f"{url}/dashboard?refresh=0.5")
         # No key yet: the page asks for one and shows no data.
+        page.wait_for_function("window.hybridgateDashboard !== undefined")
         page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
         assert page.is_hidden("#main")
         page.fill("#key-input", "not-a-key")
@@ -449,7 +450,7 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
     assert "—" in s["sensitive"]["sensitive"]["text"]
 
 
-def test_page_parser_and_quantiles_agree_with_python(env: dict[str, str], browser: Browser) -> None:
+def test_page_parser_and_quantiles_agree_with_python(env: dict[str, Any], browser: Browser) -> None:
     """The page's own Prometheus parser and histogram_quantile, on tricky input and random
     histograms, against the independent implementation above."""
     page = browser.new_page()
@@ -505,7 +506,7 @@ def test_page_parser_and_quantiles_agree_with_python(env: dict[str, str], browse
         page.close()
 
 
-def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, str]) -> None:
+def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, Any]) -> None:
     config = httpx.get(
         f"{env['url']}/dashboard/config.json", headers={"Authorization": f"Bearer {KEY}"}
     ).json()
@@ -513,3 +514,49 @@ def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, str]) 
     assert {n: d["placement"] for n, d in config["deployments"].items()} == PLACEMENT
     assert config["models"] == {"chat": ["local", "cloud"], "fragile": ["broken", "cloud"]}
     assert json.dumps(config).count("sk-") == 0
+
+
+def test_banner_turns_red_when_the_cloud_path_is_lost(
+    env: dict[str, Any], browser: Browser, tmp_path: Path
+) -> None:
+    """Last in this module: it stops both clouds. Connection failures take the gateway offline;
+    the page says so in red, with the reason /readyz gives, and the flag /metrics gives."""
+    url = env["url"]
+    procs: list[ManagedProcess] = env["procs"]
+    for proc in procs:
+        if proc.name == "sandbox":
+            proc.stop()
+    client = openai.OpenAI(
+        base_url=f"{url}/v1",
+        api_key=KEY,
+        max_retries=0,
+        timeout=60,
+        default_headers={"X-Hybridgate-Class": "batch"},
+    )
+    for i in range(10):  # cloud-first: each request fails to connect, then is served locally
+        if httpx.get(f"{url}/readyz").json()["offline"]["offline"]:
+            break
+        client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
+        )
+    offline = httpx.get(f"{url}/readyz").json()["offline"]
+    assert offline["offline"] is True
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(f"{url}/dashboard?refresh=0.5")
+        page.fill("#key-input", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector('#banner[data-state="offline"]', timeout=15000)
+        metrics = parse_metrics(httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text)
+        assert page.get_attribute("#mode", "data-value") == "1"
+        assert total(metrics, "hybridgate_offline") == 1
+        assert "OFFLINE" in page.inner_text("#mode")
+        assert offline["reason"] in page.inner_text("#mode-detail")
+        colour = page.evaluate("getComputedStyle(document.getElementById('banner')).backgroundColor")
+        assert colour == "rgb(180, 35, 24)"  # --bad
+        page.screenshot(path=str(tmp_path / "dashboard-offline.png"), full_page=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "dashboard-offline.png", ARTIFACTS / "dashboard-offline.png")
+    finally:
+        context.close()

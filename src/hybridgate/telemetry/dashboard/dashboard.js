@@ -336,9 +336,12 @@
     renderSensitive(now);
     renderResilience(now, win);
     const span = win ? now.t - win.t : 0;
-    document.getElementById("window-note").textContent = win
-      ? `latency, split and burn over the last ${Math.round(span)} s`
-      : "waiting for a second scrape";
+    const young = state.scrapes[0] === win && span < WINDOW_S - 2 * REFRESH_S;
+    document.getElementById("window-note").textContent = !win
+      ? "waiting for a second scrape"
+      : young
+        ? `latency, split and burn since this page opened ${Math.round(span)} s ago (then the last ${WINDOW_S / 60} min)`
+        : `latency, split and burn over the last ${Math.round(span)} s`;
     const scrape = document.getElementById("scrape");
     scrape.className = "scrape";
     scrape.dataset.seq = String(state.seq);
