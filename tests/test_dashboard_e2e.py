@@ -41,7 +41,7 @@ BUDGETS = {
     "batch": {"p95_ms": 20000, "p99_ms": 40000, "ttft_ms": 10000},
     "idle": {"p95_ms": 1000, "p99_ms": 2000, "ttft_ms": 500},
 }
-PLACEMENT = {"local": "local", "cloud": "cloud", "broken": "cloud"}
+PLACEMENT = {"local": "local", "cloud": "cloud", "broken": "cloud", "cut": "cloud"}
 MEMORY_OUTCOMES = {"cache_hit", "cache_stale", "idempotent_replay", "memory"}
 
 
@@ -65,6 +65,12 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[
         # Every request to "broken" fails: its breaker opens and stays open (cloud deployments
         # are not probed by default, and the open period outlasts the test).
         httpx.post(f"{broken_url}/sandbox/faults", json=[{"kind": "server_error", "status": 503}])
+        # Streams of "cut" (same sandbox as "cloud", another model name) break after one token
+        # and have nowhere to continue: each is a failed request the page must count.
+        httpx.post(
+            f"{cloud_url}/sandbox/faults",
+            json=[{"kind": "stream_cut", "after_tokens": 1, "model": "sandbox-cut"}],
+        )
         config = tmp_path_factory.mktemp("dashboard") / "gateway.yaml"
         config.write_text(
             f"""
@@ -97,9 +103,16 @@ deployments:
     model: sandbox-broken
     region: us
     breaker: {{consecutive_failures: 2, open_s: 600, max_open_s: 600}}
+  cut:
+    type: openai
+    base_url: {cloud_url}/v1
+    model: sandbox-cut
+    region: us
+    breaker: {{consecutive_failures: 100000, min_requests: 100000}}
 models:
   chat: {{deployments: [local, cloud]}}
   fragile: {{deployments: [broken, cloud]}}
+  cutting: {{deployments: [cut]}}
 """
         )
         gateway, url = start_gateway(config)
@@ -134,6 +147,7 @@ class Traffic:
     url: str
     stop: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
+    cut: int = 0  # streams that ended with an error event, as they should
     failures: list[str] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -142,6 +156,33 @@ class Traffic:
             t = threading.Thread(target=self._run, args=(model, cls), daemon=True)
             t.start()
             self.threads.append(t)
+        t = threading.Thread(target=self._cut_streams, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _cut_streams(self) -> None:
+        client = openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=KEY,
+            max_retries=0,
+            timeout=60,
+            default_headers={"X-Hybridgate-Class": "batch"},
+        )
+        for i in range(100):
+            if self.stop.wait(0.2):  # a few a second, among the others
+                return
+            try:
+                stream = client.chat.completions.create(
+                    model="cutting",
+                    messages=[{"role": "user", "content": f"long story {i}"}],
+                    max_tokens=12,
+                    stream=True,
+                )
+                for _ in stream:
+                    pass
+                self.failures.append("cutting: a cut stream ended as if complete")
+            except openai.APIError:
+                self.cut += 1
 
     def _run(self, model: str, cls: str) -> None:
         client = openai.OpenAI(
@@ -306,7 +347,8 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    # The browser logs each refused request (401) itself: those are expected, nothing else is.
+    # The browser logs each refused request (401) itself: those are expected, nothing else is; a
+    # request to another origin would be blocked by the CSP and logged here as a violation.
     page.on(
         "console",
         lambda m: errors.append(m.text) if m.type == "error" and "status of 401" not in m.text else None,
@@ -315,14 +357,11 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
     try:
         page.goto(f"{url}/dashboard?refresh=0.5")
         # No key yet: the page asks for one and shows no data.
-        page.wait_for_function("window.hybridgateDashboard !== undefined")
         page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
         assert page.is_hidden("#main")
         page.fill("#key-input", "not-a-key")
         page.click("#key-form button")
-        page.wait_for_function(
-            "document.getElementById('key-message').textContent.includes('refused')", timeout=15000
-        )
+        page.wait_for_selector("#key-message:has-text('refused')", timeout=15000)
         page.fill("#key-input", KEY)
         page.click("#key-form button")
         page.wait_for_selector("#main:not([hidden])", timeout=15000)
@@ -336,6 +375,7 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
             classes, deployments = s["classes"], s["deployments"]
             return (
                 num(classes["interactive"]["local_count"]) >= 3
+                and num(classes["batch"]["errors"]) >= 2
                 and num(classes["batch"]["cloud_count"]) >= 10
                 and num(classes["interactive"]["request_rate"]) > 0
                 and num(classes["batch"]["request_rate"]) > 0
@@ -352,6 +392,8 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
 
         traffic.halt()
         assert traffic.sent > 0
+        assert not traffic.failures, traffic.failures[:5]
+        assert traffic.cut > 0
         # A scrape the page started after the last request ended: wait for two more.
         seq = shown(page)["seq"]
         assert eventually(lambda: shown(page)["seq"] >= seq + 2, timeout=30, interval=0.1)
@@ -359,6 +401,10 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
         metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
         readyz = httpx.get(f"{url}/readyz").json()
         base_text = page.evaluate("(hybridgateDashboard.windowBase() || {text: ''}).text")
+        page_sensitive = page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('#sensitive [data-series]')]"
+            ".map((e) => [e.dataset.series, e.querySelector('[data-value]').dataset.value]))"
+        )
         page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
         shutil.copyfile(tmp_path / "dashboard-after.png", ARTIFACTS / "dashboard-after.png")
     finally:
@@ -376,21 +422,36 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
     assert total(now, "hybridgate_offline") == 0
 
     # Classes: requests, the split, latency quantiles and burn against the budgets.
+    ttft_family = next(
+        (
+            name.removesuffix("_bucket")
+            for name, rows in now.items()
+            if name.endswith("_bucket")
+            and re.search("ttft|first_token", name)
+            and any("class" in labels for labels, _ in rows)
+        ),
+        None,
+    )
     for cls, budget in BUDGETS.items():
         tile = s["classes"][cls]
         assert num(tile["requests"]) == total(now, "hybridgate_requests_total", **{"class": cls}), cls
         split: dict[str, float] = defaultdict(float)
+        failed = 0.0
         for labels, v in now.get("hybridgate_requests_total", []):
             if labels["class"] != cls:
                 continue
             before = total(base, "hybridgate_requests_total", **labels)
             kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else PLACEMENT[labels["deployment"]]
             split[kind] += v - before
+            if kind != "memory" and labels["outcome"] != "ok":
+                failed += v - before
+        assert num(tile["errors"]) == failed, cls
         assert num(tile["local_count"]) == split["local"], cls
         assert num(tile["cloud_count"]) == split["cloud"], cls
         assert num(tile["memory_count"]) == split["memory"], cls
         window = sum(split.values())
         if window:
+            assert same(num(tile["error_ratio"]), failed / window)
             assert same(num(tile["local_share"]), split["local"] / window)
             assert tile["local_share"]["text"] == f"{100 * split['local'] / window:.1f}%"
         b_now = buckets(now, "hybridgate_request_duration_seconds", cls)
@@ -401,8 +462,13 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
         if window:
             assert same(num(tile["burn_p95"]), over(budget["p95_ms"] / 1000, cumulative) / 0.05)
             assert same(num(tile["burn_p99"]), over(budget["p99_ms"] / 1000, cumulative) / 0.01)
-        # No TTFT histogram per class in /metrics yet: shown as a dash, not as a number.
-        assert tile["ttft_p95"]["text"] == "—"
+        # A TTFT histogram per class, once /metrics has one; until then a dash, not a number.
+        if ttft_family is None:
+            assert tile["ttft_p95"]["text"] == "—"
+        else:
+            t_now, t_base = buckets(now, ttft_family, cls), buckets(base, ttft_family, cls)
+            ttft = sorted((le, c - t_base.get(le, 0.0)) for le, c in t_now.items())
+            assert same(num(tile["ttft_p95"]), quantile(0.95, ttft)), (cls, tile["ttft_p95"])
     assert num(s["classes"]["idle"]["requests"]) == 0
     assert s["classes"]["idle"]["p95"]["text"] == "—"
     assert num(s["classes"]["interactive"]["local_count"]) > 0
@@ -445,9 +511,22 @@ def test_dashboard_shows_what_metrics_say_while_traffic_flows(
         )
     assert same(num(s["cost"]["all"]["cost_total"]), total(now, "hybridgate_cost_usd_total"))
     assert num(s["cost"]["cloud"]["cost_total"]) > 0
-    # No sensitive-data metric family exists yet: said so, with a dash.
-    assert s["sensitive"]["sensitive"]["value"] == ""
-    assert "—" in s["sensitive"]["sensitive"]["text"]
+    # Sensitive-data actions: every series of such a family, or a dash while there is none.
+    sensitive = {
+        name: rows
+        for name, rows in now.items()
+        if re.match(r"hybridgate_(sensitive|privacy|redact|data_guard|governance)", name)
+        and not name.endswith("_created")
+    }
+    if not sensitive:
+        assert s["sensitive"]["sensitive"]["value"] == ""
+        assert "—" in s["sensitive"]["sensitive"]["text"]
+    else:
+        listed = page_sensitive
+        for name, rows in sensitive.items():
+            for labels, v in rows:
+                key = name + "{" + " ".join(f"{k}={x}" for k, x in labels.items()) + "}"
+                assert same(float(listed[key]), v), key
 
 
 def test_page_parser_and_quantiles_agree_with_python(env: dict[str, Any], browser: Browser) -> None:
@@ -456,7 +535,8 @@ def test_page_parser_and_quantiles_agree_with_python(env: dict[str, Any], browse
     page = browser.new_page()
     try:
         page.goto(f"{env['url']}/dashboard")
-        page.wait_for_function("window.hybridgateDashboard !== undefined")
+        # page.evaluate is not subject to the page's CSP (wait_for_function's polling would be).
+        assert eventually(lambda: page.evaluate("window.hybridgateDashboard !== undefined"), timeout=15)
         text = (
             "# HELP x_total a counter\n# TYPE x counter\n"
             'x_total{a="q\\"uote",b="back\\\\slash",c="line\\nbreak",d="{},= "} 3.5\n'
@@ -512,7 +592,11 @@ def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, Any]) 
     ).json()
     assert set(config["classes"]) == set(BUDGETS)
     assert {n: d["placement"] for n, d in config["deployments"].items()} == PLACEMENT
-    assert config["models"] == {"chat": ["local", "cloud"], "fragile": ["broken", "cloud"]}
+    assert config["models"] == {
+        "chat": ["local", "cloud"],
+        "fragile": ["broken", "cloud"],
+        "cutting": ["cut"],
+    }
     assert json.dumps(config).count("sk-") == 0
 
 

@@ -389,7 +389,9 @@
   }
 
   function renderClasses(now, win, rate) {
-    const ttftFamily = histogramFamilies(now).find((f) => TTFT_FAMILY.test(f));
+    const ttftFamily = histogramFamilies(now).find(
+      (f) => TTFT_FAMILY.test(f) && series(now, f + "_bucket").some((x) => "class" in x.labels)
+    );
     const hasLatency = now.types.get(LATENCY_FAMILY) === "histogram";
     const objectives = state.config.objectives;
     const tiles = classNames(now).map((cls) => {
