@@ -603,8 +603,9 @@ def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, Any]) 
 def test_banner_turns_red_when_the_cloud_path_is_lost(
     env: dict[str, Any], browser: Browser, tmp_path: Path
 ) -> None:
-    """Last in this module: it stops both clouds. Connection failures take the gateway offline;
-    the page says so in red, with the reason /readyz gives, and the flag /metrics gives."""
+    """Last in this module: it stops both clouds, then the gateway. Connection failures take the
+    gateway offline: the page says so in red, with the reason /readyz gives and the flag /metrics
+    gives. Once the gateway is gone, the page says its figures are no longer current."""
     url = env["url"]
     procs: list[ManagedProcess] = env["procs"]
     for proc in procs:
@@ -642,5 +643,14 @@ def test_banner_turns_red_when_the_cloud_path_is_lost(
         page.screenshot(path=str(tmp_path / "dashboard-offline.png"), full_page=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "dashboard-offline.png", ARTIFACTS / "dashboard-offline.png")
+
+        # The gateway itself goes away: the page must not keep showing its last figures as current.
+        next(p for p in procs if p.name == "gateway").stop()
+        page.wait_for_selector('#banner[data-state="stale"]', timeout=15000)
+        assert page.inner_text("#mode") == "NO DATA"
+        assert "scrape failed" in page.inner_text("#scrape")
+        assert page.evaluate("document.getElementById('main').classList.contains('stale')")
+        page.screenshot(path=str(tmp_path / "dashboard-stale.png"), full_page=True)
+        shutil.copyfile(tmp_path / "dashboard-stale.png", ARTIFACTS / "dashboard-stale.png")
     finally:
         context.close()

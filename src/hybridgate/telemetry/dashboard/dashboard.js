@@ -287,6 +287,7 @@
       ]);
       if (metrics.status === 401) throw new Refused();
       if (!metrics.ok) throw new Error(`/metrics: HTTP ${metrics.status}`);
+      // fetch() rejects with a TypeError when the gateway is unreachable: failed() below.
       const text = await metrics.text();
       const scrape = { t: performance.now() / 1000, wall: Date.now(), text, ...parsePrometheus(text) };
       state.scrapes.push(scrape);
@@ -307,12 +308,22 @@
     state.timer = setTimeout(poll, REFRESH_S * 1000);
   }
 
+  // The gateway did not answer: nothing shown may pass for current any more.
   function failed(message) {
     state.lastError = message;
     state.lastErrorAt = Date.now();
     const scrape = document.getElementById("scrape");
     scrape.className = "scrape bad";
     scrape.textContent = `scrape failed: ${message}`;
+    const newest = state.scrapes[state.scrapes.length - 1];
+    document.getElementById("banner").dataset.state = "stale";
+    const mode = document.getElementById("mode");
+    mode.dataset.value = "";
+    mode.textContent = "NO DATA";
+    document.getElementById("mode-detail").textContent = newest
+      ? `figures below are from ${new Date(newest.wall).toLocaleTimeString()}`
+      : "";
+    document.getElementById("main").classList.add("stale");
   }
 
   // The scrape closest to `seconds` before the newest (the first one when the page is younger).
@@ -342,6 +353,7 @@
       : young
         ? `latency, split and burn since this page opened ${Math.round(span)} s ago (then the last ${WINDOW_S / 60} min)`
         : `latency, split and burn over the last ${Math.round(span)} s`;
+    document.getElementById("main").classList.remove("stale");
     const scrape = document.getElementById("scrape");
     scrape.className = "scrape";
     scrape.dataset.seq = String(state.seq);
@@ -388,94 +400,119 @@
     return [...names];
   }
 
+  // The split of a class's requests in the window: by the placement of the deployment that
+  // answered, answers from memory apart; and the failed ones among them.
+  function splitOf(now, win, cls) {
+    const req = "hybridgate_requests_total";
+    const split = { local: 0, cloud: 0, memory: 0, other: 0 };
+    let count = 0;
+    let errors = 0;
+    for (const s of series(now, req)) {
+      if (s.labels.class !== cls) continue;
+      const key = JSON.stringify(s.labels);
+      const n = growth(now, win, req, (l) => JSON.stringify(l) === key);
+      count += n;
+      if (MEMORY_OUTCOMES.has(s.labels.outcome)) {
+        split.memory += n;
+        continue;
+      }
+      const p = placementOf(s.labels.deployment);
+      split[p in split ? p : "other"] += n;
+      if (s.labels.outcome !== "ok") errors += n;
+    }
+    return { split, count, errors };
+  }
+
+  // Everything a class tile shows, computed (no DOM).
+  function classFigures(now, win, rate, cls, ttftFamily) {
+    const budget = state.config.classes[cls] || {};
+    const objectives = state.config.objectives;
+    const ofClass = (l) => l.class === cls;
+    const req = "hybridgate_requests_total";
+    const { split, count, errors } = splitOf(now, win, cls);
+    const hasLatency = now.types.get(LATENCY_FAMILY) === "histogram";
+    const buckets = hasLatency ? windowBuckets(now, win, LATENCY_FAMILY, cls) : [];
+    const b95 = budget.p95_ms / 1000;
+    const b99 = budget.p99_ms / 1000;
+    const f = {
+      budget, b95, b99, split, count, errors,
+      bTtft: budget.ttft_ms / 1000,
+      cumulative: total(now, req, ofClass),
+      rate: rate ? growth(now, rate, req, ofClass) / (now.t - rate.t) : NaN,
+      p50: histogramQuantile(0.5, buckets),
+      p95: histogramQuantile(0.95, buckets),
+      p99: histogramQuantile(0.99, buckets),
+      burn95: fractionAbove(b95, buckets) / objectives.p95,
+      burn99: fractionAbove(b99, buckets) / objectives.p99,
+      ttftP95: ttftFamily ? histogramQuantile(0.95, windowBuckets(now, win, ttftFamily, cls)) : NaN,
+      errorRatio: count > 0 ? errors / count : NaN,
+      share: (n) => (count > 0 ? n / count : NaN),
+    };
+    const e = f.errorRatio;
+    f.levels = {
+      p50: against(f.p50, b95),
+      p95: against(f.p95, b95),
+      p99: against(f.p99, b99),
+      ttft: against(f.ttftP95, f.bTtft),
+      burn95: burnLevel(f.burn95),
+      burn99: burnLevel(f.burn99),
+      errors: !Number.isFinite(e) ? "none" : e > 0.05 ? "bad" : e > 0.01 ? "warn" : "ok",
+    };
+    return f;
+  }
+
+  function splitBar(f) {
+    const bar = el("div", { class: "split-bar" });
+    for (const part of ["local", "cloud", "memory", "other"]) {
+      const share = f.share(f.split[part]);
+      if (!(share > 0)) continue;
+      const seg = el("span", { class: `seg ${part}` });
+      seg.style.width = `${share * 100}%`; // CSSOM, which the CSP allows (a style attribute it would not)
+      bar.append(seg);
+    }
+    return bar;
+  }
+
+  function classTile(cls, f) {
+    const { levels, split } = f;
+    const latencyRow = (label, metric, v, budgetS, level) =>
+      el("tr", {},
+        el("th", {}, label),
+        el("td", {}, value(metric, v, fmtSeconds(v), level)),
+        el("td", { class: "budget" }, budgetS ? `budget ${fmtSeconds(budgetS)}` : ""));
+    const part = (name) =>
+      el("span", { class: name }, `${name} `, value(`${name}_share`, f.share(split[name]), fmtPct(f.share(split[name]))),
+        " (", value(`${name}_count`, split[name], fmtCount(split[name])), ")");
+    const burn = (metric, v, level) => value(metric, v, Number.isFinite(v) ? `×${v.toFixed(2)}` : DASH, level);
+    return el("article", { class: `tile ${worst(Object.values(levels))}`, "data-class": cls },
+      el("h3", {}, cls, el("small", {}, ` ${f.budget.placement || ""} · priority ${f.budget.priority ?? DASH}`)),
+      el("div", { class: "big" },
+        value("requests", f.cumulative, fmtCount(f.cumulative)), el("small", {}, " requests · "),
+        value("request_rate", f.rate, fmtRate(f.rate, "req/s"))),
+      splitBar(f),
+      el("div", { class: "split" },
+        part("local"),
+        part("cloud"),
+        el("span", { class: "memory" }, "memory ", value("memory_count", split.memory, fmtCount(split.memory)))),
+      el("table", { class: "lat" },
+        latencyRow("p50", "p50", f.p50, null, levels.p50),
+        latencyRow("p95", "p95", f.p95, f.b95, levels.p95),
+        latencyRow("p99", "p99", f.p99, f.b99, levels.p99),
+        latencyRow("TTFT p95", "ttft_p95", f.ttftP95, f.bTtft, levels.ttft)),
+      el("div", { class: "burn" },
+        "error budget burn ",
+        burn("burn_p95", f.burn95, levels.burn95), el("small", {}, ` (p95 ≤ ${fmtSeconds(f.b95)}) `),
+        burn("burn_p99", f.burn99, levels.burn99), el("small", {}, ` (p99 ≤ ${fmtSeconds(f.b99)})`)),
+      el("div", { class: "errors" },
+        "errors ", value("errors", f.errors, fmtCount(f.errors), levels.errors), " ",
+        value("error_ratio", f.errorRatio, fmtPct(f.errorRatio), levels.errors)));
+  }
+
   function renderClasses(now, win, rate) {
     const ttftFamily = histogramFamilies(now).find(
       (f) => TTFT_FAMILY.test(f) && series(now, f + "_bucket").some((x) => "class" in x.labels)
     );
-    const hasLatency = now.types.get(LATENCY_FAMILY) === "histogram";
-    const objectives = state.config.objectives;
-    const tiles = classNames(now).map((cls) => {
-      const budget = state.config.classes[cls] || {};
-      const ofClass = (extra) => (l) => l.class === cls && (!extra || extra(l));
-      const req = "hybridgate_requests_total";
-      const split = { local: 0, cloud: 0, memory: 0, other: 0 };
-      let windowCount = 0;
-      let errors = 0;
-      const seen = new Set();
-      for (const s of series(now, req)) {
-        if (s.labels.class !== cls) continue;
-        const key = JSON.stringify(s.labels);
-        if (seen.has(key)) continue;
-        seen.add(key);
-        const n = growth(now, win, req, (l) => JSON.stringify(l) === key);
-        windowCount += n;
-        if (MEMORY_OUTCOMES.has(s.labels.outcome)) split.memory += n;
-        else {
-          const p = placementOf(s.labels.deployment);
-          split[p in split ? p : "other"] += n;
-          if (s.labels.outcome !== "ok") errors += n;
-        }
-      }
-      const cumulative = total(now, req, ofClass());
-      const reqRate = rate ? growth(now, rate, req, ofClass()) / (now.t - rate.t) : NaN;
-      const buckets = hasLatency ? windowBuckets(now, win, LATENCY_FAMILY, cls) : [];
-      const q = (p) => histogramQuantile(p, buckets);
-      const [p50, p95, p99] = [q(0.5), q(0.95), q(0.99)];
-      const b95 = budget.p95_ms / 1000;
-      const b99 = budget.p99_ms / 1000;
-      const burn95 = fractionAbove(b95, buckets) / objectives.p95;
-      const burn99 = fractionAbove(b99, buckets) / objectives.p99;
-      const ttftP95 = ttftFamily ? histogramQuantile(0.95, windowBuckets(now, win, ttftFamily, cls)) : NaN;
-      const errorRatio = windowCount > 0 ? errors / windowCount : NaN;
-      const levels = {
-        p50: against(p50, b95),
-        p95: against(p95, b95),
-        p99: against(p99, b99),
-        ttft: against(ttftP95, budget.ttft_ms / 1000),
-        burn95: burnLevel(burn95),
-        burn99: burnLevel(burn99),
-        errors: !Number.isFinite(errorRatio) ? "none" : errorRatio > 0.05 ? "bad" : errorRatio > 0.01 ? "warn" : "ok",
-      };
-      const status = worst(Object.values(levels));
-      const pct = (n) => (windowCount > 0 ? n / windowCount : NaN);
-      const bar = el("div", { class: "split-bar" });
-      for (const part of ["local", "cloud", "memory", "other"]) {
-        const share = pct(split[part]);
-        if (share > 0) bar.append(el("span", { class: `seg ${part}`, "data-share": share }));
-      }
-      for (const seg of bar.children) seg.style.width = `${Number(seg.dataset.share) * 100}%`;
-      const latencyRow = (label, metric, v, budgetS, level) =>
-        el("tr", {},
-          el("th", {}, label),
-          el("td", {}, value(metric, v, fmtSeconds(v), level)),
-          el("td", { class: "budget" }, budgetS ? `budget ${fmtSeconds(budgetS)}` : ""));
-      return el("article", { class: `tile ${status}`, "data-class": cls },
-        el("h3", {}, cls, el("small", {}, ` ${budget.placement || ""} · priority ${budget.priority ?? DASH}`)),
-        el("div", { class: "big" },
-          value("requests", cumulative, fmtCount(cumulative)), el("small", {}, " requests · "),
-          value("request_rate", reqRate, fmtRate(reqRate, "req/s"))),
-        bar,
-        el("div", { class: "split" },
-          el("span", { class: "local" }, "local ", value("local_share", pct(split.local), fmtPct(pct(split.local))),
-            " (", value("local_count", split.local, fmtCount(split.local)), ")"),
-          el("span", { class: "cloud" }, "cloud ", value("cloud_share", pct(split.cloud), fmtPct(pct(split.cloud))),
-            " (", value("cloud_count", split.cloud, fmtCount(split.cloud)), ")"),
-          el("span", { class: "memory" }, "memory ", value("memory_count", split.memory, fmtCount(split.memory)))),
-        el("table", { class: "lat" },
-          latencyRow("p50", "p50", p50, null, levels.p50),
-          latencyRow("p95", "p95", p95, b95, levels.p95),
-          latencyRow("p99", "p99", p99, b99, levels.p99),
-          latencyRow("TTFT p95", "ttft_p95", ttftP95, budget.ttft_ms / 1000, levels.ttft)),
-        el("div", { class: "burn" },
-          "error budget burn ",
-          value("burn_p95", burn95, Number.isFinite(burn95) ? `×${burn95.toFixed(2)}` : DASH, levels.burn95),
-          el("small", {}, ` (p95 ≤ ${fmtSeconds(b95)}) `),
-          value("burn_p99", burn99, Number.isFinite(burn99) ? `×${burn99.toFixed(2)}` : DASH, levels.burn99),
-          el("small", {}, ` (p99 ≤ ${fmtSeconds(b99)})`)),
-        el("div", { class: "errors" },
-          "errors ", value("errors", errors, fmtCount(errors), levels.errors), " ",
-          value("error_ratio", errorRatio, fmtPct(errorRatio), levels.errors)));
-    });
+    const tiles = classNames(now).map((cls) => classTile(cls, classFigures(now, win, rate, cls, ttftFamily)));
     replace(document.getElementById("classes"), ...tiles);
   }
 
