@@ -336,197 +336,234 @@ def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, An
         assert not re.search(r"https?:|[\"'(]//", text), asset
 
 
-def test_dashboard_shows_what_metrics_say_while_traffic_flows(
-    env: dict[str, Any], browser: Browser, tmp_path: Path
-) -> None:
-    url = env["url"]
-    origin = url.rstrip("/")
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    requests: list[str] = []
-    context.on("request", lambda r: requests.append(r.url))
-    page = context.new_page()
+@dataclass
+class Seen:
+    """What the page showed after the traffic stopped, and what the gateway said at that time."""
+
+    page: dict[str, Any]  # shown()
+    now: Samples  # our own scrape of /metrics
+    base: Samples  # the scrape the page's window starts from
+    readyz: dict[str, Any]
+    sensitive: dict[str, str]  # the page's sensitive-data list: series -> raw value
+
+
+def watch(page: Page) -> list[str]:
+    """Errors the page raises or logs. The browser logs each refused request (401) itself: those
+    are expected; a request to another origin would be blocked by the CSP and logged here."""
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    # The browser logs each refused request (401) itself: those are expected, nothing else is; a
-    # request to another origin would be blocked by the CSP and logged here as a violation.
     page.on(
         "console",
         lambda m: errors.append(m.text) if m.type == "error" and "status of 401" not in m.text else None,
     )
+    return errors
+
+
+def enter_key(page: Page) -> None:
+    """No key yet: the page asks for one and shows no data; a wrong key is refused."""
+    page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
+    assert page.is_hidden("#main")
+    page.fill("#key-input", "not-a-key")
+    page.click("#key-form button")
+    page.wait_for_selector("#key-message:has-text('refused')", timeout=15000)
+    page.fill("#key-input", KEY)
+    page.click("#key-form button")
+    page.wait_for_selector("#main:not([hidden])", timeout=15000)
+    assert page.evaluate("sessionStorage.getItem('hybridgate.dashboard.key')") == KEY
+    assert KEY not in page.url
+
+
+def busy(page: Page) -> bool:
+    """The page shows traffic of every kind the test sends."""
+    s = shown(page)
+    classes, deployments = s["classes"], s["deployments"]
+    return (
+        num(classes["interactive"]["local_count"]) >= 3
+        and num(classes["batch"]["errors"]) >= 2
+        and num(classes["batch"]["cloud_count"]) >= 10
+        and num(classes["interactive"]["request_rate"]) > 0
+        and num(classes["batch"]["request_rate"]) > 0
+        and num(s["cost"]["cloud"]["cost_rate_per_hour"]) > 0
+        and deployments["broken"]["breaker"]["value"] == "open"
+        and num(classes["interactive"]["p95"]) > 0
+    )
+
+
+def screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp_path / name, ARTIFACTS / name)
+
+
+def settle(page: Page, url: str) -> Seen:
+    """Once the traffic has stopped: a scrape the page started afterwards, and our own."""
+    seq = shown(page)["seq"]
+    assert eventually(lambda: shown(page)["seq"] >= seq + 2, timeout=30, interval=0.1)
+    return Seen(
+        page=shown(page),
+        now=parse_metrics(httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text),
+        base=parse_metrics(page.evaluate("(hybridgateDashboard.windowBase() || {text: ''}).text")),
+        readyz=httpx.get(f"{url}/readyz").json(),
+        sensitive=page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('#sensitive [data-series]')]"
+            ".map((e) => [e.dataset.series, e.querySelector('[data-value]').dataset.value]))"
+        ),
+    )
+
+
+def window_buckets(seen: Seen, family: str, cls: str) -> list[tuple[float, float]]:
+    before = buckets(seen.base, family, cls)
+    return sorted((le, c - before.get(le, 0.0)) for le, c in buckets(seen.now, family, cls).items())
+
+
+def check_class(seen: Seen, cls: str, ttft_family: str | None) -> None:
+    tile, now, budget = seen.page["classes"][cls], seen.now, BUDGETS[cls]
+    assert num(tile["requests"]) == total(now, "hybridgate_requests_total", **{"class": cls}), cls
+    split: dict[str, float] = defaultdict(float)
+    failed = 0.0
+    for labels, v in now.get("hybridgate_requests_total", []):
+        if labels["class"] != cls:
+            continue
+        grew = v - total(seen.base, "hybridgate_requests_total", **labels)
+        kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else PLACEMENT[labels["deployment"]]
+        split[kind] += grew
+        if kind != "memory" and labels["outcome"] != "ok":
+            failed += grew
+    assert num(tile["errors"]) == failed, cls
+    for kind in ("local", "cloud", "memory"):
+        assert num(tile[f"{kind}_count"]) == split[kind], (cls, kind)
+    window = sum(split.values())
+    latency = window_buckets(seen, "hybridgate_request_duration_seconds", cls)
+    for q, metric in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        assert same(num(tile[metric]), quantile(q, latency)), (cls, metric, tile[metric])
+    if window:
+        assert same(num(tile["error_ratio"]), failed / window)
+        assert same(num(tile["local_share"]), split["local"] / window)
+        assert tile["local_share"]["text"] == f"{100 * split['local'] / window:.1f}%"
+        assert same(num(tile["burn_p95"]), over(budget["p95_ms"] / 1000, latency) / 0.05)
+        assert same(num(tile["burn_p99"]), over(budget["p99_ms"] / 1000, latency) / 0.01)
+    # A TTFT histogram per class, once /metrics has one; until then a dash, not a number.
+    if ttft_family is None:
+        assert tile["ttft_p95"]["text"] == "—"
+    else:
+        ttft = window_buckets(seen, ttft_family, cls)
+        assert same(num(tile["ttft_p95"]), quantile(0.95, ttft)), (cls, tile["ttft_p95"])
+
+
+def check_deployment(seen: Seen, name: str) -> None:
+    row, now = seen.page["deployments"][name], seen.now
+    for gauge in ("ready", "in_flight", "queued"):
+        assert same(num(row[gauge]), total(now, f"hybridgate_deployment_{gauge}", deployment=name)), (
+            name,
+            gauge,
+        )
+    assert num(row["requests"]) == total(now, "hybridgate_requests_total", deployment=name)
+    failed = sum(
+        v
+        for labels, v in now.get("hybridgate_requests_total", [])
+        if labels["deployment"] == name and labels["outcome"] not in MEMORY_OUTCOMES | {"ok"}
+    )
+    assert num(row["errors"]) == failed
+    health = seen.readyz["deployments"][name]["health"]
+    assert row["state"]["value"] == health["state"]
+    assert row["breaker"]["value"] == health["breaker"]["state"]
+
+
+def usd_text(v: float) -> str:
+    return f"${v:.2f}" if v >= 100 else f"${v:.3f}" if v >= 1 else f"${v:.6f}"
+
+
+def check_cost(seen: Seen) -> None:
+    now = seen.now
+    for placement in ("local", "cloud", "all"):
+        row = seen.page["cost"][placement]
+        where = {} if placement == "all" else {"placement": placement}
+        usd = total(now, "hybridgate_cost_usd_total", **where)
+        assert same(num(row["cost_total"]), usd), placement
+        assert row["cost_total"]["text"] == usd_text(usd)
+        for cell, direction in (("tokens_in", "prompt"), ("tokens_out", "completion")):
+            assert num(row[cell]) == total(now, "hybridgate_tokens_total", direction=direction, **where)
+
+
+def check_sensitive(seen: Seen) -> None:
+    """Every series of a sensitive-data family, or a dash while /metrics has none."""
+    families = {
+        name: rows
+        for name, rows in seen.now.items()
+        if re.match(r"hybridgate_(sensitive|privacy|redact|data_guard|governance)", name)
+        and not name.endswith("_created")
+    }
+    if not families:
+        assert seen.page["sensitive"]["sensitive"]["value"] == ""
+        assert "—" in seen.page["sensitive"]["sensitive"]["text"]
+    for name, rows in families.items():
+        for labels, v in rows:
+            key = name + "{" + " ".join(f"{k}={x}" for k, x in labels.items()) + "}"
+            assert same(float(seen.sensitive[key]), v), key
+
+
+def test_dashboard_shows_what_metrics_say_while_traffic_flows(
+    env: dict[str, Any], browser: Browser, tmp_path: Path
+) -> None:
+    url = env["url"]
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    errors = watch(page)
     traffic = Traffic(url)
     try:
         page.goto(f"{url}/dashboard?refresh=0.5")
-        # No key yet: the page asks for one and shows no data.
-        page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
-        assert page.is_hidden("#main")
-        page.fill("#key-input", "not-a-key")
-        page.click("#key-form button")
-        page.wait_for_selector("#key-message:has-text('refused')", timeout=15000)
-        page.fill("#key-input", KEY)
-        page.click("#key-form button")
-        page.wait_for_selector("#main:not([hidden])", timeout=15000)
-        assert page.evaluate("sessionStorage.getItem('hybridgate.dashboard.key')") == KEY
-        assert KEY not in page.url
-
+        enter_key(page)
         traffic.start()
-
-        def busy() -> bool:
-            s = shown(page)
-            classes, deployments = s["classes"], s["deployments"]
-            return (
-                num(classes["interactive"]["local_count"]) >= 3
-                and num(classes["batch"]["errors"]) >= 2
-                and num(classes["batch"]["cloud_count"]) >= 10
-                and num(classes["interactive"]["request_rate"]) > 0
-                and num(classes["batch"]["request_rate"]) > 0
-                and num(s["cost"]["cloud"]["cost_rate_per_hour"]) > 0
-                and deployments["broken"]["breaker"]["value"] == "open"
-                and num(classes["interactive"]["p95"]) > 0
-            )
-
-        assert eventually(busy, timeout=120, interval=0.25), shown(page)
-        during = ARTIFACTS / "dashboard.png"
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-        shutil.copyfile(tmp_path / "dashboard.png", during)
-
+        assert eventually(lambda: busy(page), timeout=120, interval=0.25), shown(page)
+        screenshot(page, tmp_path, "dashboard.png")
         traffic.halt()
         assert traffic.sent > 0
-        assert not traffic.failures, traffic.failures[:5]
         assert traffic.cut > 0
-        # A scrape the page started after the last request ended: wait for two more.
-        seq = shown(page)["seq"]
-        assert eventually(lambda: shown(page)["seq"] >= seq + 2, timeout=30, interval=0.1)
-        s = shown(page)
-        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
-        readyz = httpx.get(f"{url}/readyz").json()
-        base_text = page.evaluate("(hybridgateDashboard.windowBase() || {text: ''}).text")
-        page_sensitive = page.evaluate(
-            "Object.fromEntries([...document.querySelectorAll('#sensitive [data-series]')]"
-            ".map((e) => [e.dataset.series, e.querySelector('[data-value]').dataset.value]))"
-        )
-        page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
-        shutil.copyfile(tmp_path / "dashboard-after.png", ARTIFACTS / "dashboard-after.png")
+        assert not traffic.failures, traffic.failures[:5]
+        seen = settle(page, url)
+        screenshot(page, tmp_path, "dashboard-after.png")
     finally:
         traffic.halt()
         context.close()
 
     assert not errors, errors
-    foreign = [r for r in requests if not r.startswith(origin + "/")]
+    foreign = [r for r in requests if not r.startswith(url.rstrip("/") + "/")]
     assert not foreign, foreign
     assert any(r.endswith("/metrics") for r in requests)
 
-    now, base = parse_metrics(metrics), parse_metrics(base_text)
-    assert s["mode"] == "0"
-    assert s["banner"] == "online"
-    assert total(now, "hybridgate_offline") == 0
-
-    # Classes: requests, the split, latency quantiles and burn against the budgets.
+    assert (seen.page["mode"], seen.page["banner"]) == ("0", "online")
+    assert total(seen.now, "hybridgate_offline") == 0
     ttft_family = next(
         (
             name.removesuffix("_bucket")
-            for name, rows in now.items()
+            for name, rows in seen.now.items()
             if name.endswith("_bucket")
             and re.search("ttft|first_token", name)
             and any("class" in labels for labels, _ in rows)
         ),
         None,
     )
-    for cls, budget in BUDGETS.items():
-        tile = s["classes"][cls]
-        assert num(tile["requests"]) == total(now, "hybridgate_requests_total", **{"class": cls}), cls
-        split: dict[str, float] = defaultdict(float)
-        failed = 0.0
-        for labels, v in now.get("hybridgate_requests_total", []):
-            if labels["class"] != cls:
-                continue
-            before = total(base, "hybridgate_requests_total", **labels)
-            kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else PLACEMENT[labels["deployment"]]
-            split[kind] += v - before
-            if kind != "memory" and labels["outcome"] != "ok":
-                failed += v - before
-        assert num(tile["errors"]) == failed, cls
-        assert num(tile["local_count"]) == split["local"], cls
-        assert num(tile["cloud_count"]) == split["cloud"], cls
-        assert num(tile["memory_count"]) == split["memory"], cls
-        window = sum(split.values())
-        if window:
-            assert same(num(tile["error_ratio"]), failed / window)
-            assert same(num(tile["local_share"]), split["local"] / window)
-            assert tile["local_share"]["text"] == f"{100 * split['local'] / window:.1f}%"
-        b_now = buckets(now, "hybridgate_request_duration_seconds", cls)
-        b_base = buckets(base, "hybridgate_request_duration_seconds", cls)
-        cumulative = sorted((le, c - b_base.get(le, 0.0)) for le, c in b_now.items())
-        for q, metric in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
-            assert same(num(tile[metric]), quantile(q, cumulative)), (cls, metric, tile[metric])
-        if window:
-            assert same(num(tile["burn_p95"]), over(budget["p95_ms"] / 1000, cumulative) / 0.05)
-            assert same(num(tile["burn_p99"]), over(budget["p99_ms"] / 1000, cumulative) / 0.01)
-        # A TTFT histogram per class, once /metrics has one; until then a dash, not a number.
-        if ttft_family is None:
-            assert tile["ttft_p95"]["text"] == "—"
-        else:
-            t_now, t_base = buckets(now, ttft_family, cls), buckets(base, ttft_family, cls)
-            ttft = sorted((le, c - t_base.get(le, 0.0)) for le, c in t_now.items())
-            assert same(num(tile["ttft_p95"]), quantile(0.95, ttft)), (cls, tile["ttft_p95"])
-    assert num(s["classes"]["idle"]["requests"]) == 0
-    assert s["classes"]["idle"]["p95"]["text"] == "—"
-    assert num(s["classes"]["interactive"]["local_count"]) > 0
-    assert num(s["classes"]["batch"]["cloud_count"]) > 0
-
-    # Deployments: gauges and counters from /metrics, breaker and state from /readyz.
+    for cls in BUDGETS:
+        check_class(seen, cls, ttft_family)
+    classes = seen.page["classes"]
+    assert num(classes["idle"]["requests"]) == 0
+    assert classes["idle"]["p95"]["text"] == "—"
+    assert num(classes["interactive"]["local_count"]) > 0
+    assert num(classes["batch"]["cloud_count"]) > 0
+    assert num(classes["batch"]["errors"]) > 0
     for name in PLACEMENT:
-        row = s["deployments"][name]
-        for gauge in ("ready", "in_flight", "queued"):
-            assert same(num(row[gauge]), total(now, f"hybridgate_deployment_{gauge}", deployment=name)), (
-                name,
-                gauge,
-            )
-        assert num(row["requests"]) == total(now, "hybridgate_requests_total", deployment=name)
-        errors_now = sum(
-            v
-            for labels, v in now.get("hybridgate_requests_total", [])
-            if labels["deployment"] == name and labels["outcome"] not in MEMORY_OUTCOMES | {"ok"}
-        )
-        assert num(row["errors"]) == errors_now
-        health = readyz["deployments"][name]
-        assert row["state"]["value"] == health["health"]["state"]
-        assert row["breaker"]["value"] == health["health"]["breaker"]["state"]
-    assert s["deployments"]["broken"]["breaker"]["value"] == "open"
-    assert s["deployments"]["broken"]["state"]["value"] == "circuit_open"
-    assert s["deployments"]["local"]["breaker"]["value"] == "closed"
-
-    # Cost by placement, cumulative, and tokens.
-    for placement in ("local", "cloud"):
-        row = s["cost"][placement]
-        usd = total(now, "hybridgate_cost_usd_total", placement=placement)
-        assert same(num(row["cost_total"]), usd), placement
-        if usd < 1:
-            assert row["cost_total"]["text"] == f"${usd:.6f}"
-        assert num(row["tokens_in"]) == total(
-            now, "hybridgate_tokens_total", placement=placement, direction="prompt"
-        )
-        assert num(row["tokens_out"]) == total(
-            now, "hybridgate_tokens_total", placement=placement, direction="completion"
-        )
-    assert same(num(s["cost"]["all"]["cost_total"]), total(now, "hybridgate_cost_usd_total"))
-    assert num(s["cost"]["cloud"]["cost_total"]) > 0
-    # Sensitive-data actions: every series of such a family, or a dash while there is none.
-    sensitive = {
-        name: rows
-        for name, rows in now.items()
-        if re.match(r"hybridgate_(sensitive|privacy|redact|data_guard|governance)", name)
-        and not name.endswith("_created")
-    }
-    if not sensitive:
-        assert s["sensitive"]["sensitive"]["value"] == ""
-        assert "—" in s["sensitive"]["sensitive"]["text"]
-    else:
-        listed = page_sensitive
-        for name, rows in sensitive.items():
-            for labels, v in rows:
-                key = name + "{" + " ".join(f"{k}={x}" for k, x in labels.items()) + "}"
-                assert same(float(listed[key]), v), key
+        check_deployment(seen, name)
+    deployments = seen.page["deployments"]
+    assert (deployments["broken"]["state"]["value"], deployments["broken"]["breaker"]["value"]) == (
+        "circuit_open",
+        "open",
+    )
+    assert deployments["local"]["breaker"]["value"] == "closed"
+    check_cost(seen)
+    assert num(seen.page["cost"]["cloud"]["cost_total"]) > 0
+    check_sensitive(seen)
 
 
 def test_page_parser_and_quantiles_agree_with_python(env: dict[str, Any], browser: Browser) -> None:
@@ -640,9 +677,7 @@ def test_banner_turns_red_when_the_cloud_path_is_lost(
         assert offline["reason"] in page.inner_text("#mode-detail")
         colour = page.evaluate("getComputedStyle(document.getElementById('banner')).backgroundColor")
         assert colour == "rgb(180, 35, 24)"  # --bad
-        page.screenshot(path=str(tmp_path / "dashboard-offline.png"), full_page=True)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / "dashboard-offline.png", ARTIFACTS / "dashboard-offline.png")
+        screenshot(page, tmp_path, "dashboard-offline.png")
 
         # The gateway itself goes away: the page must not keep showing its last figures as current.
         next(p for p in procs if p.name == "gateway").stop()
@@ -650,7 +685,6 @@ def test_banner_turns_red_when_the_cloud_path_is_lost(
         assert page.inner_text("#mode") == "NO DATA"
         assert "scrape failed" in page.inner_text("#scrape")
         assert page.evaluate("document.getElementById('main').classList.contains('stale')")
-        page.screenshot(path=str(tmp_path / "dashboard-stale.png"), full_page=True)
-        shutil.copyfile(tmp_path / "dashboard-stale.png", ARTIFACTS / "dashboard-stale.png")
+        screenshot(page, tmp_path, "dashboard-stale.png")
     finally:
         context.close()
