@@ -329,7 +329,12 @@ def test_metrics_and_page_data_need_the_key_and_hold_no_secret(env: dict[str, An
     assert config.json()["deployments"]["local"]["placement"] == "local"
     for secret in (KEY, UPSTREAM_KEY, "http://", "127.0.0.1"):
         assert secret not in body
-    for asset in ("/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
+    for asset in (
+        "/dashboard",
+        "/dashboard/prometheus.js",
+        "/dashboard/dashboard.js",
+        "/dashboard/dashboard.css",
+    ):
         text = httpx.get(f"{url}{asset}").text
         assert KEY not in text
         # Nothing absolute: no scheme, no protocol-relative URL (a // comment is not a URL).

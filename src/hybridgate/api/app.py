@@ -67,6 +67,7 @@ class GatewayApp:
             # The page holds no data; the data it shows comes from /metrics with the client key.
             "/dashboard": {"GET": Route(dashboard.page, "openai", False)},
             "/dashboard/dashboard.js": {"GET": Route(dashboard.script, "openai", False)},
+            "/dashboard/prometheus.js": {"GET": Route(dashboard.parser, "openai", False)},
             "/dashboard/dashboard.css": {"GET": Route(dashboard.style, "openai", False)},
             "/dashboard/config.json": {"GET": Route(dashboard.config, "openai", True)},
         }

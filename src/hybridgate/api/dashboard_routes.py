@@ -36,6 +36,7 @@ class DashboardRoutes:
         assets = load_assets()
         self._page = _response(assets["index.html"])
         self._script = _response(assets["dashboard.js"])
+        self._parser = _response(assets["prometheus.js"])
         self._style = _response(assets["dashboard.css"])
         self._config = _response(DashboardAsset(orjson.dumps(dashboard_config(config)), "application/json"))
 
@@ -44,6 +45,9 @@ class DashboardRoutes:
 
     async def script(self, request: Request) -> Response:
         return self._script
+
+    async def parser(self, request: Request) -> Response:
+        return self._parser
 
     async def style(self, request: Request) -> Response:
         return self._style

@@ -1,6 +1,7 @@
 """The live dashboard: a static page shipped in the package, and the facts it needs from config.
 
-The page (``index.html``, ``dashboard.js``, ``dashboard.css`` beside this module) is vanilla
+The page (``index.html``, ``prometheus.js``, ``dashboard.js``, ``dashboard.css`` beside this
+module) is vanilla
 HTML/JS/CSS with no build step and no external reference: it polls ``GET /metrics`` with the
 client key and parses the Prometheus text itself, so what it shows is what ``/metrics`` says,
 and a metric family added later is picked up without a server change. What the metrics cannot
@@ -29,6 +30,7 @@ class DashboardAsset:
 
 ASSET_TYPES = {
     "index.html": "text/html; charset=utf-8",
+    "prometheus.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
