@@ -430,7 +430,8 @@ def check_class(seen: Seen, cls: str, ttft_family: str | None) -> None:
         if labels["class"] != cls:
             continue
         grew = v - total(seen.base, "hybridgate_requests_total", **labels)
-        kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else PLACEMENT[labels["deployment"]]
+        placement = labels.get("placement") or PLACEMENT.get(labels["deployment"], "other")
+        kind = "memory" if labels["outcome"] in MEMORY_OUTCOMES else placement
         split[kind] += grew
         if kind != "memory" and labels["outcome"] != "ok":
             failed += grew
@@ -445,6 +446,20 @@ def check_class(seen: Seen, cls: str, ttft_family: str | None) -> None:
         assert same(num(tile["error_ratio"]), failed / window)
         assert same(num(tile["local_share"]), split["local"] / window)
         assert tile["local_share"]["text"] == f"{100 * split['local'] / window:.1f}%"
+    slos = {
+        labels["slo"] for labels, _ in now.get("hybridgate_slo_events_total", []) if labels["class"] == cls
+    }
+    if slos:  # the gateway's own SLO events: bad share in the window over the share allowed
+        for slo in slos:
+            bad, good = (
+                total(now, "hybridgate_slo_events_total", slo=slo, good=g, **{"class": cls})
+                - total(seen.base, "hybridgate_slo_events_total", slo=slo, good=g, **{"class": cls})
+                for g in ("false", "true")
+            )
+            allowed = 1 - total(now, "hybridgate_slo_objective", slo=slo, **{"class": cls})
+            want = bad / (bad + good) / allowed if bad + good else math.nan
+            assert same(num(tile[f"burn_{slo}"]), want), (cls, slo, tile[f"burn_{slo}"])
+    elif window:  # estimated from the latency histogram
         assert same(num(tile["burn_p95"]), over(budget["p95_ms"] / 1000, latency) / 0.05)
         assert same(num(tile["burn_p99"]), over(budget["p99_ms"] / 1000, latency) / 0.01)
     # A TTFT histogram per class, once /metrics has one; until then a dash, not a number.
@@ -471,7 +486,13 @@ def check_deployment(seen: Seen, name: str) -> None:
     assert num(row["errors"]) == failed
     health = seen.readyz["deployments"][name]["health"]
     assert row["state"]["value"] == health["state"]
-    assert row["breaker"]["value"] == health["breaker"]["state"]
+    # The breaker's state from /metrics where it has it, else from /readyz.
+    states = [
+        labels["state"]
+        for labels, v in now.get("hybridgate_breaker_state", [])
+        if labels["deployment"] == name and v == 1
+    ]
+    assert row["breaker"]["value"] == (states[0] if states else health["breaker"]["state"])
 
 
 def usd_text(v: float) -> str:

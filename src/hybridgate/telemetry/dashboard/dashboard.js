@@ -284,17 +284,42 @@
         split.memory += n;
         continue;
       }
-      const p = placementOf(s.labels.deployment);
+      const p = s.labels.placement || placementOf(s.labels.deployment);
       split[p in split ? p : "other"] += n;
       if (s.labels.outcome !== "ok") errors += n;
     }
     return { split, count, errors };
   }
 
+  // Burn rates from the gateway's own SLO events, where /metrics has them: for each SLO of the
+  // class, the share of bad events in the window over the share its target allows.
+  function sloBurns(now, win, cls) {
+    const events = "hybridgate_slo_events_total";
+    const burns = [];
+    const slos = new Set(series(now, events).filter((x) => x.labels.class === cls).map((x) => x.labels.slo));
+    for (const slo of slos) {
+      const of = (good) => (l) => l.class === cls && l.slo === slo && l.good === good;
+      const bad = growth(now, win, events, of("false"));
+      const all = bad + growth(now, win, events, of("true"));
+      const target = series(now, "hybridgate_slo_objective").find((x) => x.labels.class === cls && x.labels.slo === slo);
+      const allowed = target ? 1 - target.value : NaN;
+      burns.push({ slo, burn: all > 0 && allowed > 0 ? bad / all / allowed : NaN, target: target ? target.value : NaN });
+    }
+    return burns;
+  }
+
+  // Without SLO events: burn estimated from the latency histogram against the p95 and p99 budgets.
+  function estimatedBurns(buckets, b95, b99) {
+    const objectives = state.config.objectives;
+    return [
+      { slo: "p95", burn: fractionAbove(b95, buckets) / objectives.p95, budget: b95 },
+      { slo: "p99", burn: fractionAbove(b99, buckets) / objectives.p99, budget: b99 },
+    ];
+  }
+
   // Everything a class tile shows, computed (no DOM).
   function classFigures(now, win, rate, cls, ttftFamily) {
     const budget = state.config.classes[cls] || {};
-    const objectives = state.config.objectives;
     const ofClass = (l) => l.class === cls;
     const req = "hybridgate_requests_total";
     const { split, count, errors } = splitOf(now, win, cls);
@@ -310,20 +335,20 @@
       p50: histogramQuantile(0.5, buckets),
       p95: histogramQuantile(0.95, buckets),
       p99: histogramQuantile(0.99, buckets),
-      burn95: fractionAbove(b95, buckets) / objectives.p95,
-      burn99: fractionAbove(b99, buckets) / objectives.p99,
       ttftP95: ttftFamily ? histogramQuantile(0.95, windowBuckets(now, win, ttftFamily, cls)) : NaN,
       errorRatio: count > 0 ? errors / count : NaN,
       share: (n) => (count > 0 ? n / count : NaN),
     };
+    const slo = sloBurns(now, win, cls);
+    f.fromSlo = slo.length > 0;
+    f.burns = f.fromSlo ? slo : estimatedBurns(buckets, b95, b99);
     const e = f.errorRatio;
     f.levels = {
       p50: against(f.p50, b95),
       p95: against(f.p95, b95),
       p99: against(f.p99, b99),
       ttft: against(f.ttftP95, f.bTtft),
-      burn95: burnLevel(f.burn95),
-      burn99: burnLevel(f.burn99),
+      burn: worst(f.burns.map((b) => burnLevel(b.burn))),
       errors: !Number.isFinite(e) ? "none" : e > 0.05 ? "bad" : e > 0.01 ? "warn" : "ok",
     };
     return f;
@@ -351,7 +376,13 @@
     const part = (name) =>
       el("span", { class: name }, `${name} `, value(`${name}_share`, f.share(split[name]), fmtPct(f.share(split[name]))),
         " (", value(`${name}_count`, split[name], fmtCount(split[name])), ")");
-    const burn = (metric, v, level) => value(metric, v, Number.isFinite(v) ? `×${v.toFixed(2)}` : DASH, level);
+    const burns = f.burns.flatMap((b) => [
+      el("span", { class: "slo" },
+        f.fromSlo ? `${b.slo} ` : "",
+        value(`burn_${b.slo}`, b.burn, Number.isFinite(b.burn) ? `×${b.burn.toFixed(2)}` : DASH, burnLevel(b.burn)),
+        el("small", {}, f.fromSlo ? ` (${fmtPct(b.target)})` : ` (${b.slo} ≤ ${fmtSeconds(b.budget)}, est.)`)),
+      " ",
+    ]);
     return el("article", { class: `tile ${worst(Object.values(levels))}`, "data-class": cls },
       el("h3", {}, cls, el("small", {}, ` ${f.budget.placement || ""} · priority ${f.budget.priority ?? DASH}`)),
       el("div", { class: "big" },
@@ -367,10 +398,7 @@
         latencyRow("p95", "p95", f.p95, f.b95, levels.p95),
         latencyRow("p99", "p99", f.p99, f.b99, levels.p99),
         latencyRow("TTFT p95", "ttft_p95", f.ttftP95, f.bTtft, levels.ttft)),
-      el("div", { class: "burn" },
-        "error budget burn ",
-        burn("burn_p95", f.burn95, levels.burn95), el("small", {}, ` (p95 ≤ ${fmtSeconds(f.b95)}) `),
-        burn("burn_p99", f.burn99, levels.burn99), el("small", {}, ` (p99 ≤ ${fmtSeconds(f.b99)})`)),
+      el("div", { class: "burn", "data-source": f.fromSlo ? "slo" : "estimate" }, "error budget burn ", ...burns),
       el("div", { class: "errors" },
         "errors ", value("errors", f.errors, fmtCount(f.errors), levels.errors), " ",
         value("error_ratio", f.errorRatio, fmtPct(f.errorRatio), levels.errors)));
@@ -396,7 +424,14 @@
       const info = state.readyz && state.readyz.deployments ? state.readyz.deployments[name] : null;
       // The live state (circuit_open included) is the snapshot's; the top level is the lifecycle's.
       const depState = info ? (info.health && info.health.state) || info.state : "";
-      const breaker = info && info.health && info.health.breaker ? info.health.breaker : null;
+      const described = info && info.health && info.health.breaker ? info.health.breaker : null;
+      // The state from /metrics when it has one (reason and until when only /readyz knows).
+      const current = series(now, "hybridgate_breaker_state").find((x) => x.labels.deployment === name && x.value === 1);
+      const breaker = current ? { ...(described || {}), state: current.labels.state } : described;
+      if (current && described && described.state !== current.labels.state) {
+        breaker.open_until = null; // /readyz was read at another moment than /metrics
+        breaker.reason = "";
+      }
       const ready = gauge(now, "ready", name);
       const inFlight = gauge(now, "in_flight", name);
       const queued = gauge(now, "queued", name);
