@@ -212,7 +212,7 @@
     renderClasses(now, win, rate);
     renderDeployments(now);
     renderCost(now, rate);
-    renderSensitive(now);
+    renderSensitive(now, win);
     renderResilience(now, win);
     const span = win ? now.t - win.t : 0;
     const young = state.scrapes[0] === win && span < WINDOW_S - 2 * REFRESH_S;
@@ -376,13 +376,13 @@
     const part = (name) =>
       el("span", { class: name }, `${name} `, value(`${name}_share`, f.share(split[name]), fmtPct(f.share(split[name]))),
         " (", value(`${name}_count`, split[name], fmtCount(split[name])), ")");
-    const burns = f.burns.flatMap((b) => [
-      el("span", { class: "slo" },
-        f.fromSlo ? `${b.slo} ` : "",
-        value(`burn_${b.slo}`, b.burn, Number.isFinite(b.burn) ? `×${b.burn.toFixed(2)}` : DASH, burnLevel(b.burn)),
-        el("small", {}, f.fromSlo ? ` (${fmtPct(b.target)})` : ` (${b.slo} ≤ ${fmtSeconds(b.budget)}, est.)`)),
-      " ",
-    ]);
+    const burns = f.burns.map((b) =>
+      el("span", {
+        class: `chip ${burnLevel(b.burn)}`,
+        title: f.fromSlo ? `target ${fmtPct(b.target)} good` : `estimated from the histogram: ${b.slo} ≤ ${fmtSeconds(b.budget)}`,
+      },
+      `${b.slo.replace("latency_", "")} `,
+      value(`burn_${b.slo}`, b.burn, Number.isFinite(b.burn) ? `×${b.burn.toFixed(2)}` : DASH)));
     return el("article", { class: `tile ${worst(Object.values(levels))}`, "data-class": cls },
       el("h3", {}, cls, el("small", {}, ` ${f.budget.placement || ""} · priority ${f.budget.priority ?? DASH}`)),
       el("div", { class: "big" },
@@ -398,7 +398,8 @@
         latencyRow("p95", "p95", f.p95, f.b95, levels.p95),
         latencyRow("p99", "p99", f.p99, f.b99, levels.p99),
         latencyRow("TTFT p95", "ttft_p95", f.ttftP95, f.bTtft, levels.ttft)),
-      el("div", { class: "burn", "data-source": f.fromSlo ? "slo" : "estimate" }, "error budget burn ", ...burns),
+      el("div", { class: "burn", "data-source": f.fromSlo ? "slo" : "estimate" },
+        el("span", { class: "burn-label" }, f.fromSlo ? "budget burn" : "budget burn (est.)"), ...burns),
       el("div", { class: "errors" },
         "errors ", value("errors", f.errors, fmtCount(f.errors), levels.errors), " ",
         value("error_ratio", f.errorRatio, fmtPct(f.errorRatio), levels.errors)));
@@ -487,23 +488,28 @@
     replace(document.querySelector("#cost tbody"), ...rows);
   }
 
-  function renderSensitive(now) {
+  // Every series of a sensitive-data family (e.g. requests by class and action), as it comes.
+  function renderSensitive(now, win) {
+    const declared = [...now.types.keys()].some((f) => SENSITIVE_FAMILY.test(f));
     const items = [];
     for (const [name, list] of now.samples) {
       if (!SENSITIVE_FAMILY.test(name) || name.endsWith("_created")) continue;
       for (const s of list) {
         const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(" ");
+        const recent = growth(now, win, name, (l) => JSON.stringify(l) === JSON.stringify(s.labels));
         items.push(el("li", { "data-series": `${name}{${labels}}` },
-          el("span", { class: "label" }, `${name.replace(/^hybridgate_/, "")} ${labels}`), " ",
-          value("sensitive", s.value, fmtCount(s.value))));
+          el("span", { class: "label" }, Object.values(s.labels).join(" · ") || name.replace(/^hybridgate_/, "")),
+          " ", value("sensitive", s.value, fmtCount(s.value), s.labels.action === "refused" && s.value > 0 ? "warn" : ""),
+          el("small", {}, ` (+${fmtCount(recent)} recent)`)));
       }
     }
     const box = document.getElementById("sensitive");
-    if (items.length === 0) {
-      replace(box, el("p", { class: "absent", "data-metric": "sensitive", "data-value": "" },
-        `${DASH} not in /metrics: this gateway does not export sensitive-data actions yet`));
+    if (items.length > 0) replace(box, el("ul", { class: "list" }, ...items));
+    else if (declared) {
+      replace(box, el("p", { class: "absent" }, value("sensitive", 0, "0"), " requests with sensitive data so far"));
     } else {
-      replace(box, el("ul", { class: "list" }, ...items));
+      replace(box, el("p", { class: "absent", "data-metric": "sensitive", "data-value": "" },
+        `${DASH} not in /metrics: this gateway does not export sensitive-data actions`));
     }
   }
 
