@@ -673,6 +673,32 @@ def test_dashboard_config_lists_every_class_and_deployment(env: dict[str, Any]) 
     assert json.dumps(config).count("sk-") == 0
 
 
+def test_without_client_auth_the_page_asks_for_no_key(tmp_path: Path, browser: Browser) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        """
+version: 1
+deployments:
+  cloud: {type: sandbox, profile: instant}
+models:
+  chat: {deployments: [cloud]}
+"""
+    )
+    gateway, url = start_gateway(config)
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/dashboard?refresh=0.5")
+        page.wait_for_selector("#main:not([hidden])", timeout=15000)
+        assert eventually(lambda: shown(page)["seq"] >= 1, timeout=15)
+        assert page.is_hidden("#key-form")
+        s = shown(page)
+        assert s["deployments"]["cloud"]["ready"]["value"] == "1"
+        assert s["classes"]["default"]["requests"]["value"] == "0"
+    finally:
+        page.close()
+        gateway.stop()
+
+
 def test_banner_turns_red_when_the_cloud_path_is_lost(
     env: dict[str, Any], browser: Browser, tmp_path: Path
 ) -> None:
