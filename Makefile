@@ -15,7 +15,7 @@ MODELS_DIR ?= models
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps sysdeps-test
+.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps sysdeps-test browser
 
 help:
 	@echo "make run     - set up everything and serve $(CONFIG) on 127.0.0.1:8080"
@@ -40,6 +40,14 @@ sysdeps-test: sysdeps
 	  echo "installing system packages: prometheus"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+# Debian's headless Chromium for the dashboard's browser test (tests/test_dashboard_e2e.py), driven
+# by Playwright through executable_path: `playwright install` (a browser download) is never run.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing system packages: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
 $(BIN)/python: | sysdeps
@@ -75,7 +83,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
