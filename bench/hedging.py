@@ -320,12 +320,17 @@ def extra_attempts(metrics: Mapping[tuple[str, str], float]) -> dict[str, int]:
 
 
 def ttft_p95_gauges(metrics: Mapping[tuple[str, str], float]) -> dict[str, float]:
-    """The predicted time-to-first-token p95 per deployment (seconds): the stream hedge delay."""
-    return {
-        d: v
-        for d in DEPLOYMENTS
-        if (v := metrics.get(("hybridgate_deployment_ttft_p95_seconds", f'deployment="{d}"'))) is not None
-    }
+    """The time-to-first-token p95 per deployment (seconds) that a stream's hedge waits for: the
+    tracked one (``hedge_ttft_p95``), else the predictor's sketch (``ttft_p95``)."""
+    out: dict[str, float] = {}
+    for d in DEPLOYMENTS:
+        label = f'deployment="{d}"'
+        v = metrics.get(("hybridgate_deployment_hedge_ttft_p95_seconds", label))
+        if v is None:
+            v = metrics.get(("hybridgate_deployment_ttft_p95_seconds", label))
+        if v is not None:
+            out[d] = v
+    return out
 
 
 # --------------------------------------------------------------------------- load client
@@ -363,6 +368,12 @@ class HeadClient(h.Client):
         return dict(self.conn.headers) if isinstance(self.conn, HeadConnection) else {}
 
 
+# The gateway (uvicorn) closes a keep-alive connection after 5 s idle; a request sent on it just
+# then meets a closed connection. Clients do not reuse connections idle for longer than this
+# (as httpx's keepalive_expiry does).
+KEEPALIVE_EXPIRY_S = 4.0
+
+
 class Pool:
     """Keep-alive clients of one target: an open-loop driver needs as many as are in flight."""
 
@@ -370,23 +381,31 @@ class Pool:
         self.target = target
         self.ledger = ledger
         self.timeout = timeout
-        self.idle: list[HeadClient] = []
+        self.idle: list[tuple[HeadClient, float]] = []  # (client, when it was last used), LIFO
         self.opened = 0
 
     async def call(self, stream: bool) -> tuple[h.Reply, dict[str, str]]:
-        client = self.idle.pop() if self.idle else self._new()
+        client = None
+        while self.idle and client is None:
+            candidate, used_at = self.idle.pop()
+            if h.perf() - used_at < KEEPALIVE_EXPIRY_S:
+                client = candidate
+            else:
+                candidate.close()
+        if client is None:
+            client = self._new()
         try:
             reply = await client.call(stream)
             return reply, client.last_headers()
         finally:
-            self.idle.append(client)
+            self.idle.append((client, h.perf()))
 
     def _new(self) -> HeadClient:
         self.opened += 1
         return HeadClient(self.target, self.ledger, self.timeout)
 
     def close(self) -> None:
-        for client in self.idle:
+        for client, _ in self.idle:
             client.close()
 
 
@@ -924,7 +943,7 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
 
 
 def _hedge_delay_diagnosis(mode: str, result: Mapping[str, Any]) -> list[str]:
-    """Flag a hedge delay far below what the same predictor learns without hedging.
+    """Flag a hedge delay far below what the same tracker learns without hedging.
 
     The deployments cost the same, so the planner puts the one with the lower predicted p95
     first, and the hedge delay is that deployment's: the lower of the two.
@@ -935,10 +954,9 @@ def _hedge_delay_diagnosis(mode: str, result: Mapping[str, Any]) -> list[str]:
     if not hedged or not unhedged or min(hedged) >= 0.5 * min(unhedged):
         return []
     return [
-        f"{mode}: the hedged gateway hedges after a predicted TTFT p95 of {min(hedged):.0f} ms where the "
-        f"same predictor without hedging predicts {min(unhedged):.0f} ms: a primary that loses the race is "
-        "cancelled and its latency never recorded, so the predictor sees mostly winners, the hedge delay "
-        "sinks towards the fast requests' p95 and hedges fire on more than 5% of requests"
+        f"{mode}: the hedged gateway hedges after a TTFT p95 of {min(hedged):.0f} ms where the same "
+        f"tracker without hedging finds {min(unhedged):.0f} ms: the hedge delay has not settled yet "
+        "(too short a warm-up?), so hedges fire on more than 5% of requests"
     ]
 
 
@@ -1004,9 +1022,10 @@ def print_report(report: dict[str, Any], path: Path, console: Console) -> None:
     console.print(latency_table(report))
     console.print(cost_table(report))
     console.print(
-        "pred. TTFT p95: median over the measured phase of each gateway's predicted time-to-first-token "
-        "p95 (/metrics); the hedged gateway hedges a stream after it (plus the prompt's predicted "
-        "prefill), a whole answer after it plus the predicted decode time"
+        "pred. TTFT p95: median over the measured phase of each gateway's tracked time-to-first-token "
+        "p95 (/metrics, hybridgate_deployment_hedge_ttft_p95_seconds); the hedged gateway hedges a "
+        "stream after it (plus the prompt's predicted prefill), a whole answer after it plus the "
+        "predicted decode time"
     )
     for mode, result in report["modes"].items():
         r = result["replay_p95_hedge"]

@@ -337,7 +337,8 @@ def test_a_first_attempt_whose_client_went_away_frees_the_key(env: Env) -> None:
 
 
 _CACHE_HITS_SERVED = (
-    'hybridgate_requests_total{class="cached",deployment="s",model="solo",outcome="cache_hit"}'
+    'hybridgate_requests_total{class="cached",deployment="s",model="solo",outcome="cache_hit",'
+    'placement="cloud"}'
 )
 
 

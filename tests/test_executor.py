@@ -125,7 +125,8 @@ class Scripted:
 class Observer:
     closed: set[str] = field(default_factory=set)
     failures: list[tuple[str, str]] = field(default_factory=list)
-    outrun_by: list[tuple[str, float]] = field(default_factory=list)
+    cut_short_by: list[tuple[str, float]] = field(default_factory=list)
+    succeeded_by: list[tuple[str, bool, bool]] = field(default_factory=list)
 
     def admit(self, deployment: str) -> bool:
         return deployment not in self.closed
@@ -133,14 +134,24 @@ class Observer:
     def started(self, deployment: str) -> None:
         pass
 
-    def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
-        pass
+    def succeeded(
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
+    ) -> None:
+        self.succeeded_by.append((deployment, backup, late))
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         self.failures.append((deployment, kind))
 
-    def outrun(self, deployment: str, over_s: float) -> None:
-        self.outrun_by.append((deployment, over_s))
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+        self.cut_short_by.append((deployment, over_s))
+        assert backup == (deployment == "b"), "in these tests b is the backup"
 
     def finished(self, deployment: str) -> None:
         pass
@@ -158,7 +169,12 @@ def plan(names: Sequence[str], hedge_after: float | None = None) -> RoutePlan:
         order=tuple(names),
         summary="",
     )
-    candidates = [Candidate(n, "cloud", timeouts) for n in names]
+    # With a hedge, every candidate's predicted p95 (to its first event, and to its answer) is
+    # the hedge delay.
+    p95 = hedge_after
+    candidates = [
+        Candidate(n, "cloud", timeouts, predicted_p95_s=p95, predicted_ttft_p95_s=p95) for n in names
+    ]
     hedge = HedgeSpec(hedge_after, hedge_after) if hedge_after is not None else None
     return RoutePlan("m", "c", 50, candidates, explanation, hedge)
 
@@ -333,7 +349,7 @@ async def test_hedge_after_the_predicted_answer_time() -> None:
     assert (ex.counters.hedges, ex.counters.hedges_won) == (1, 1)
 
 
-async def test_a_hedged_attempt_that_lost_is_reported_with_how_long_it_was_outrun() -> None:
+async def test_a_hedged_attempt_that_lost_is_reported_with_how_far_past_its_p95_it_was() -> None:
     """The loser's latency is censored, not dropped: the predictor must not learn only winners."""
     clock = ManualClock()
     slow, backup = asyncio.Event(), asyncio.Event()
@@ -351,12 +367,13 @@ async def test_a_hedged_attempt_that_lost_is_reported_with_how_long_it_was_outru
     backup.set()
     await drive(clock, task)
     assert task.result().deployment == "b"
-    ((deployment, over_s),) = observer.outrun_by
+    ((deployment, over_s),) = observer.cut_short_by
     assert deployment == "a"
     assert over_s == pytest.approx(0.25)
+    assert observer.succeeded_by == [("b", True, False)], "the backup won"
 
 
-async def test_a_backup_that_lost_is_not_reported_as_outrun() -> None:
+async def test_a_backup_that_lost_is_reported_too() -> None:
     clock = ManualClock()
     slow, backup = asyncio.Event(), asyncio.Event()
     a, b = Scripted("a", [slow]), Scripted("b", [backup])
@@ -368,11 +385,15 @@ async def test_a_backup_that_lost_is_not_reported_as_outrun() -> None:
     clock.advance(0.5)
     for _ in range(5):
         await asyncio.sleep(0)
-    slow.set()  # the first answers after all; the backup is cancelled, its short wait says nothing
+    clock.advance(0.1)
+    slow.set()  # the first answers after all; the backup is cancelled 0.1 s after it was sent
     await drive(clock, task)
     assert task.result().deployment == "a"
     assert b.cancelled == 1
-    assert observer.outrun_by == []
+    assert observer.succeeded_by == [("a", False, True)], "a won, late: its hedge had been sent"
+    ((deployment, over_s),) = observer.cut_short_by
+    assert deployment == "b"
+    assert over_s == pytest.approx(0.1 - 0.5), "0.4 s short of its p95: the stats will not count it"
 
 
 async def test_no_hedge_when_the_first_answers_in_time() -> None:
@@ -472,4 +493,4 @@ async def test_stream_hedge_takes_the_first_token_and_closes_the_other() -> None
     assert opened.deployment == "b"
     assert a.cancelled == 1
     assert ex.counters.hedges_won == 1
-    assert [d for d, _ in observer.outrun_by] == ["a"]
+    assert [d for d, _ in observer.cut_short_by] == ["a"]

@@ -5,6 +5,7 @@ Time is a ManualClock moved by hand; nothing here sleeps.
 
 from __future__ import annotations
 
+import random
 import timeit
 
 import pytest
@@ -18,6 +19,7 @@ from hybridgate.health.load import LoadReading
 from hybridgate.health.predictor import predict, prior
 from hybridgate.health.sketch import WindowedCounter, WindowedSketch
 from hybridgate.health.snapshot import DeploymentHealth, DeploymentState
+from hybridgate.health.tail import TailTracker
 from hybridgate.types import Usage
 
 # ---------------------------------------------------------------------------- prediction
@@ -170,18 +172,103 @@ def test_a_failure_that_held_the_slot_frees_it_and_one_refused_at_once_does_not(
     assert stats.estimate().service_s == pytest.approx(1.0), "2 s of the first success were queue wait"
 
 
-def test_an_attempt_outrun_by_its_hedge_is_recorded_beyond_the_p95() -> None:
-    """Its time to first token was at least the p95 plus how long it was outrun: censored, not dropped."""
+def test_an_attempt_cut_short_is_recorded_as_a_lower_bound_only_beyond_the_p95() -> None:
+    """Its first token would have come after the p95 plus ``over_s``: censored, not dropped; but a
+    bound below the p95 (a backup cancelled early) says nothing about the tail and is left out."""
     clock = ManualClock()
     stats = DeploymentStats(prior("cloud", prefill_tokens_per_s=1e9), clock=clock, min_samples=5)
     for _ in range(18):
         stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.02, duration_s=0.1)
     p95 = stats.estimate().ttft_p95_s
     assert p95 == pytest.approx(0.02, rel=0.02)
-    stats.record_outrun(0.5)
-    stats.record_outrun(0.5)  # two in twenty: beyond the p95
+    tracked = stats.estimate().hedge_ttft_s
+    assert tracked == pytest.approx(p95)
+    for _ in range(5):
+        stats.record_cut_short(-0.01, backup=True)  # a backup cancelled before its p95: nothing known
+    assert stats.estimate().ttft_p95_s == pytest.approx(p95)
+    assert stats.estimate().hedge_ttft_s == pytest.approx(tracked)
+    stats.record_cut_short(0.5)
+    stats.record_cut_short(0.5)  # two in twenty: beyond the p95
     assert stats.estimate().ttft_p95_s == pytest.approx(p95 + 0.5, rel=0.02)
     assert stats.estimate().ttft_p50_s == pytest.approx(0.02, rel=0.02)
+    raised = stats.estimate().hedge_ttft_s
+    assert raised is not None
+    assert tracked is not None
+    assert raised > tracked
+    # Backups (hedges) do not move the tracker, finished or cut short: the ones that finish are
+    # mostly the fast ones, since a slow backup is usually cancelled before anything is known.
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=5.0, duration_s=5.1, backup=True)
+    stats.record_cut_short(5.0, backup=True)
+    assert stats.estimate().hedge_ttft_s == pytest.approx(raised)
+    # A first attempt that won although its hedge was sent had exceeded the delay, whatever its
+    # time says against the tracker's value now.
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.001, duration_s=0.1, late=True)
+    later = stats.estimate().hedge_ttft_s
+    assert later is not None
+    assert later > raised
+
+
+def _hedged_deployment(use_tracker: bool) -> tuple[float, float, float]:
+    """A hedged deployment: nine attempts in ten take ~25 ms, one in ten is heavy-tailed. An
+    attempt still running at the hedge delay is hedged; when the hedge wins, it is cut short and
+    only "exceeded" is known (the sketch gets the lower bound). Returns the true p95, the final
+    hedge delay and the share of the last 3,000 attempts hedged."""
+    rng = random.Random(7)
+
+    def draw() -> float:
+        t = 0.025 * rng.uniform(0.8, 1.2)
+        return t * 8 * (1 - rng.random()) ** (-1 / 1.2) if rng.random() < 0.1 else t
+
+    true_p95 = sorted(draw() for _ in range(50_000))[47_500]
+    tracker = TailTracker(0.95)
+    sketch = WindowedSketch(10_000, 1, ManualClock())
+    for _ in range(20):  # the first attempts, before any hedge: the sketch seeds the tracker
+        sketch.add(draw())
+    hedged = []
+    delay = 0.0
+    for _ in range(6000):
+        tracker.at_least(sketch.quantile(0.95) or 0.0)
+        delay = (tracker.value if use_tracker else sketch.quantile(0.95)) or 0.0
+        t, backup = draw(), draw()
+        hedged.append(t > delay)
+        if t <= delay or t < delay + backup:  # answered before the hedge, or won the race anyway
+            tracker.observe(t)
+            sketch.add(t)
+        else:
+            tracker.exceeded()
+            sketch.add(delay + backup)
+    return true_p95, delay, sum(hedged[-3000:]) / 3000
+
+
+def test_the_tail_tracker_finds_the_p95_when_every_attempt_beyond_it_is_cut_short() -> None:
+    true_p95, delay, share = _hedged_deployment(use_tracker=True)
+    # A heavy tail is thin around its p95, so the delay wanders more than the share it yields.
+    assert delay == pytest.approx(true_p95, rel=0.4)
+    assert 0.035 <= share <= 0.065, "about one attempt in twenty is hedged"
+    # Hedging at the sketch's p95 (winners and lower bounds) hedges far too soon and too often.
+    _, sketch_delay, sketch_share = _hedged_deployment(use_tracker=False)
+    assert sketch_delay < 0.7 * true_p95
+    assert sketch_share > 0.08
+
+
+def test_the_tail_tracker_never_stays_below_the_sketch() -> None:
+    tracker = TailTracker(0.95)
+    tracker.exceeded()  # nothing to move yet
+    tracker.observe(1.0)
+    seen: list[float | None] = [tracker.value]
+    tracker.at_least(0.2)
+    seen.append(tracker.value)
+    tracker.at_least(0.1)  # a lower sketch value does not pull it down
+    seen.append(tracker.value)
+    tracker.observe(0.01)
+    seen.append(tracker.value)
+    tracker.exceeded()
+    seen.append(tracker.value)
+    assert seen[:3] == [None, pytest.approx(0.2), pytest.approx(0.2)]
+    below, above = seen[3], seen[4]
+    assert below is not None
+    assert above is not None
+    assert below < 0.2 < above
 
 
 def test_runtimes_with_more_slots_keep_the_whole_duration() -> None:

@@ -231,6 +231,27 @@ def test_hedge_waits_for_the_first_candidates_predicted_p95() -> None:
     assert p.hedge.first_token_s < p.hedge.answer_s / 2
 
 
+def test_hedge_waits_for_the_tracked_first_token_p95_where_there_is_one() -> None:
+    head = plan(context=ctx("interactive")).candidates[0].deployment
+    base = POLICY.deployments[head].prior
+    untracked = plan(context=ctx("interactive"))
+    tracked = plan(
+        context=ctx("interactive"),
+        snapshot=ready(
+            {
+                head: DeploymentHealth(
+                    DeploymentState.READY, "", base._replace(hedge_ttft_s=base.ttft_p95_s + 0.3)
+                )
+            }
+        ),
+    )
+    assert tracked.candidates[0].deployment == head, "the tracked value moves the hedge, not the ranking"
+    assert untracked.hedge is not None
+    assert tracked.hedge is not None
+    assert tracked.hedge.first_token_s == pytest.approx(untracked.hedge.first_token_s + 0.3)
+    assert tracked.hedge.answer_s == pytest.approx(untracked.hedge.answer_s + 0.3)
+
+
 def test_per_request_budget_overrides_the_class() -> None:
     p = plan(context=ctx("planning", latency_budget_ms=200.0))
     assert p.explanation.budget.p95_ms == 200.0

@@ -16,6 +16,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from hybridgate.cli import app
@@ -273,3 +274,29 @@ def test_explain_command_offline(setup: tuple[str, Cloud, Path], tmp_path: Path)
         app, ["explain", "-c", str(config), str(request), "-H", "X-Hybridgate-Class: nope"]
     )
     assert refused.exit_code == 3
+
+
+def _sensitive_counts(url: str) -> dict[tuple[str, str], float]:
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        if family.name == "hybridgate_sensitive_data":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    counts[(s.labels["class"], s.labels["action"])] = s.value
+    return counts
+
+
+def test_sensitive_data_actions_are_counted_by_class(setup: tuple[str, Cloud, Path], cloud: Cloud) -> None:
+    before = _sensitive_counts(setup[0])
+    chat(client(setup, "private"), SECRET_PROMPT)
+    chat(client(setup, "redacting"), SECRET_PROMPT)
+    chat(client(setup, "redacting"), "Nothing sensitive here")
+    with pytest.raises(openai.UnprocessableEntityError):
+        chat(client(setup, "strict"), SECRET_PROMPT)
+    after = _sensitive_counts(setup[0])
+    changes = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert changes == {
+        ("private", "kept_local"): 1,
+        ("redacting", "redacted"): 1,
+        ("strict", "refused"): 1,
+    }

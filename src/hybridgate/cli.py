@@ -29,9 +29,13 @@ app = typer.Typer(
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 models_app = typer.Typer(help="Local model files.", no_args_is_help=True)
 log_app = typer.Typer(help="The decision log: one record per request.", no_args_is_help=True)
+slo_app = typer.Typer(
+    help="Service level objectives: Prometheus rules, Grafana dashboard.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(log_app, name="log")
+app.add_typer(slo_app, name="slo")
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
@@ -117,6 +121,64 @@ def models_large(
         return
     written = write_large_model(path)
     out_console.print(f"[green]✓[/] {written} ({written.stat().st_size / 1e6:.0f} MB)")
+
+
+OutPath = Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")]
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] cannot write {output}: {exc.strerror}")
+        raise typer.Exit(code=1) from None
+    err_console.print(f"[green]✓[/] wrote {output}")
+
+
+@slo_app.command("rules")
+def slo_rules(
+    config: ConfigPath,
+    output: OutPath = None,
+    breaker_open_for: Annotated[
+        str,
+        typer.Option(help="Alert when a breaker has not been closed for this long (Prometheus duration)."),
+    ] = "15m",
+    regression_factor: Annotated[
+        float,
+        typer.Option(
+            min=1.0, help="Alert when a deployment's TTFT p95 exceeds its 1-day average this many times."
+        ),
+    ] = 2.0,
+) -> None:
+    """Prometheus recording rules and multi-window multi-burn-rate alerts for every class's SLOs."""
+    from hybridgate.telemetry.slo_rules import AlertSettings, render
+
+    if not _is_duration(breaker_open_for):
+        err_console.print(
+            f"[bold red]error:[/] --breaker-open-for: {breaker_open_for!r} is not a duration like 15m"
+        )
+        raise typer.Exit(code=2)
+    loaded = _load_or_exit(config)
+    settings = AlertSettings(breaker_open_for=breaker_open_for, regression_factor=regression_factor)
+    _write_or_print(render(loaded.config.classes, settings), output)
+
+
+@slo_app.command("dashboard")
+def slo_dashboard(config: ConfigPath, output: OutPath = None) -> None:
+    """A Grafana dashboard (JSON) of every class's SLOs, from the same definitions as the rules."""
+    from hybridgate.telemetry.slo_dashboard import dashboard
+
+    loaded = _load_or_exit(config)
+    _write_or_print(json.dumps(dashboard(loaded.config.classes), indent=2, ensure_ascii=False) + "\n", output)
+
+
+def _is_duration(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", text) is not None
 
 
 def _banner(host: str, port: int, loaded: LoadedConfig) -> str:

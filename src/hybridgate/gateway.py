@@ -24,6 +24,7 @@ from hybridgate.backends.base import Backend, Capabilities, Describable, capabil
 from hybridgate.backends.registry import BackendContext, create_backend
 from hybridgate.clock import Clock, SystemClock
 from hybridgate.config.loader import LoadedConfig
+from hybridgate.config.schema import ClientKey, GatewayConfig
 from hybridgate.cost.ledger import Ledger
 from hybridgate.errors import HybridgateError, InvalidRequest, NoRouteAvailable, SensitiveDataRefused
 from hybridgate.execution.executor import Answer, Attempt, Executor, Payload, Restoring
@@ -49,7 +50,7 @@ from hybridgate.policy.table import Policy, compile_policy
 from hybridgate.privacy.redaction import RedactionError
 from hybridgate.telemetry.decision_log import DecisionLog
 from hybridgate.telemetry.inflight import Inflight
-from hybridgate.telemetry.metrics import Metrics, Sources
+from hybridgate.telemetry.metrics import CostRow, Metrics, Sources
 from hybridgate.telemetry.records import decision_record
 from hybridgate.telemetry.tracing import SENSITIVE_LEVELS, Tracing, deployment_traits, make_exporter
 from hybridgate.types import (
@@ -129,6 +130,7 @@ class Served:
     response_id: str = ""  # the id the client is shown for a stream (a replay shows the first's)
     workload_class: str = ""
     unrouted: str = ""
+    ttft_s: float | None = None  # streams: arrival to the first event
 
     def headers(self) -> dict[str, str]:
         if self.plan is not None:
@@ -192,7 +194,7 @@ class Gateway:
         self.metrics = Metrics(
             Sources(
                 executor=self._executor_counters,
-                costs=self.ledger.rows,
+                costs=self._cost_rows,
                 deployments=self._deployment_gauges,
                 cache=lambda: {
                     "cache_hit": self.cache.hits,
@@ -201,7 +203,11 @@ class Gateway:
                     "idempotent_replay": self.idempotency.replayed,
                 },
                 offline=lambda: self.health.snapshot().offline,
-            )
+                attempts=self._attempt_counts,
+                breakers=lambda: [(n, b.state.value) for n, b in self.health.breakers.items()],
+            ),
+            classes=self.config.classes,
+            tenants=_known_tenants(self.config),
         )
         self.decision_log = self._decision_log()
         self.tracing = self._tracing()
@@ -566,6 +572,7 @@ class Gateway:
             raise
         overhead = self._overhead_ms(inflight.arrived, stream.attempts)
         served = Served(plan, stream.deployment, stream.attempts, overhead, response_id=uuid.uuid4().hex[:24])
+        served.ttft_s = self.clock.monotonic() - inflight.arrived
         return served, stream
 
     async def _accounted(
@@ -594,12 +601,14 @@ class Gateway:
                 await stream.aclose()
             finally:  # even if closing was itself cancelled: an Idempotency-Key must not stay claimed
                 outcome = error.code if error is not None else ("" if end is not None else "client_closed")
+                status = error.status if error is not None else (200 if end is not None else 499)
                 self._account(
                     served,
                     inflight,
                     end.usage if end is not None else Usage(),
                     stream=True,
                     error=outcome,
+                    status=status,
                     finish_reason=end.finish_reason if end is not None else None,
                     output_text="".join(text) if text is not None else None,
                 )
@@ -634,6 +643,7 @@ class Gateway:
         *,
         stream: bool,
         error: str = "",
+        status: int = 200,
         finish_reason: str | None = None,
         response_model: str | None = None,
         output_text: str | None = None,
@@ -654,7 +664,20 @@ class Gateway:
             elapsed,
         )
         served.extra["cost_usd"] = cost.total
-        self.metrics.request(plan.model, ctx.workload_class, served.deployment, error or "ok", elapsed)
+        self.metrics.request(
+            plan.model,
+            ctx.workload_class,
+            served.deployment,
+            placement,
+            error or "ok",
+            elapsed,
+            status=status,
+            ttft_s=served.ttft_s,
+            overhead_s=served.overhead_ms / 1000.0,
+            completion_tokens=usage.completion_tokens,
+        )
+        if plan.explanation.data.sensitive:
+            self.metrics.sensitive(ctx.workload_class, "redacted" if placement == "cloud" else "kept_local")
         if not error:
             self.ledger.record(
                 tenant=ctx.tenant,
@@ -664,6 +687,7 @@ class Gateway:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=cost.total,
+                egress_bytes=n_bytes if placement == "cloud" else 0,
             )
         outcome = error or "ok"
         if inflight.trace is not None:
@@ -704,7 +728,11 @@ class Gateway:
         ctx = inflight.ctx
         elapsed = self.clock.monotonic() - inflight.arrived
         outcome = _MEMORY_OUTCOMES[served.memory or ""]
-        self.metrics.request(model, ctx.workload_class, served.deployment, outcome, elapsed)
+        placement = self.policy.deployments[served.deployment].capabilities.placement
+        self.metrics.request(
+            model, ctx.workload_class, served.deployment, placement, outcome, elapsed,
+            overhead_s=served.overhead_ms / 1000.0,
+        )  # fmt: skip
         explanation = served.plan.explanation if served.plan is not None else None
         if inflight.trace is not None:
             inflight.trace.finish(
@@ -731,14 +759,24 @@ class Gateway:
         self.decision_log.write(record, explanation=explanation, messages=_messages(inflight))
 
     def _account_failure(self, inflight: Inflight, exc: BaseException, *, stream: bool) -> None:
-        """A request that ended without an answer: traced and logged with every attempt made."""
+        """A request that ended without an answer: counted (no deployment served it), traced and
+        logged with every attempt made."""
+        ctx = inflight.ctx
+        elapsed = self.clock.monotonic() - inflight.arrived
         if isinstance(exc, HybridgateError):
             outcome = exc.code
+            model = inflight.request.model
+            if model not in self.config.models:
+                model = "unknown"  # a client-supplied name: not a label value
+            self.metrics.request(
+                model, ctx.workload_class, "none", "none", exc.code, elapsed, status=exc.status
+            )
+            if isinstance(exc, SensitiveDataRefused):
+                self.metrics.sensitive(ctx.workload_class, "refused")
         elif isinstance(exc, asyncio.CancelledError):
             outcome = "client_closed"
         else:
             outcome = "internal_error"
-        elapsed = self.clock.monotonic() - inflight.arrived
         plan = inflight.plan
         explanation = plan.explanation if plan is not None else None
         if inflight.trace is not None:
@@ -758,6 +796,21 @@ class Gateway:
             refused=isinstance(exc, SensitiveDataRefused),
         )
         self.decision_log.write(record, explanation=explanation, messages=_messages(inflight))
+
+    def _cost_rows(self) -> list[CostRow]:
+        deployments = self.policy.deployments
+        return [
+            ((tenant, cls, placement, deployments[name].capabilities.region), t.cost_usd, t.prompt_tokens,
+             t.completion_tokens, t.egress_bytes)
+            for (tenant, cls, placement, name), t in self.ledger.rows()
+        ]  # fmt: skip
+
+    def _attempt_counts(self) -> list[tuple[str, str, dict[str, int]]]:
+        out: list[tuple[str, str, dict[str, int]]] = []
+        for name, stats in self.health.stats.items():
+            placement = self.policy.deployments[name].capabilities.placement
+            out.append((name, placement, {"ok": stats.completed, **stats.failed_by_kind}))
+        return out
 
     # ------------------------------------------------------------------ introspection
 
@@ -783,6 +836,8 @@ class Gateway:
                 values["in_flight"] = float(health.perf.in_flight)
                 values["queued"] = float(health.perf.queued)
                 values["ttft_p95_seconds"] = health.perf.ttft_p95_s
+                if health.perf.hedge_ttft_s is not None:
+                    values["hedge_ttft_p95_seconds"] = health.perf.hedge_ttft_s
                 values["tokens_per_second"] = health.perf.tokens_per_s
             stats = getattr(self.backends.get(name), "stats", None)
             for counter in ("malformed_chunks", "streams_without_done", "streams_without_stop"):
@@ -851,6 +906,13 @@ def _messages(inflight: Inflight) -> tuple[Message, ...]:
     if isinstance(request, InferenceRequest):
         return request.messages
     return tuple(Message.of_text("user", text) for text in request.inputs)
+
+
+def _known_tenants(config: GatewayConfig) -> set[str]:
+    """Tenant names that may be label values: configured ones, and client keys' tenants."""
+    tenants = set(config.governance.tenants) | {"default"}
+    tenants |= {k.tenant for k in config.server.auth.api_keys if isinstance(k, ClientKey)}
+    return tenants
 
 
 def _routed(planned: Planned) -> tuple[RoutePlan, Payload]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hybridgate.api.anthropic_routes import AnthropicRoutes
 from hybridgate.api.asgi import EventStreamResponse, Handler, Receive, Request, Response, Scope, Send
+from hybridgate.api.dashboard_routes import DashboardRoutes
 from hybridgate.api.explain_routes import ExplainRoutes
 from hybridgate.api.http import Authenticator, error_response
 from hybridgate.api.openai_routes import OpenAIRoutes
@@ -53,6 +54,7 @@ class GatewayApp:
         anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
         system = SystemRoutes(gateway)
         explain = ExplainRoutes(gateway, server.max_body_bytes)
+        dashboard = DashboardRoutes(gateway.config)
         self.routes: dict[str, dict[str, Route]] = {
             "/v1/chat/completions": {"POST": Route(openai.chat_completions, "openai", True)},
             "/v1/embeddings": {"POST": Route(openai.embeddings, "openai", True)},
@@ -62,6 +64,12 @@ class GatewayApp:
             "/metrics": {"GET": Route(system.metrics, "openai", True)},
             "/healthz": {"GET": Route(system.healthz, "openai", False)},
             "/readyz": {"GET": Route(system.readyz, "openai", False)},
+            # The page holds no data; the data it shows comes from /metrics with the client key.
+            "/dashboard": {"GET": Route(dashboard.page, "openai", False)},
+            "/dashboard/dashboard.js": {"GET": Route(dashboard.script, "openai", False)},
+            "/dashboard/prometheus.js": {"GET": Route(dashboard.parser, "openai", False)},
+            "/dashboard/dashboard.css": {"GET": Route(dashboard.style, "openai", False)},
+            "/dashboard/config.json": {"GET": Route(dashboard.config, "openai", True)},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

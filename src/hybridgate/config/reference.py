@@ -25,7 +25,7 @@ from hybridgate.config.resilience import (
     ResilienceConfig,
     RetryConfig,
 )
-from hybridgate.config.routing import LatencyBudget, WorkloadClass
+from hybridgate.config.routing import LatencyBudget, SloTargets, WorkloadClass
 from hybridgate.config.schema import (
     AnthropicDeployment,
     AuthConfig,
@@ -63,6 +63,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`models.<name>`", ModelConfig),
     ("`classes.<name>`", WorkloadClass),
     ("`classes.<name>.latency`", LatencyBudget),
+    ("`classes.<name>.slo`", SloTargets),
     ("`governance`", GovernanceConfig),
     ("`governance.detection`", DetectionConfig),
     ("`governance.tenants.<name>`", TenantPolicy),

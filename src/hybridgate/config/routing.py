@@ -35,6 +35,27 @@ class LatencyBudget(Strict):
         return self
 
 
+class SloTargets(Strict):
+    """The class's service level objectives: the share of requests that must meet each budget.
+
+    Used by ``hybridgate slo rules`` / ``slo dashboard`` (error budgets and burn-rate alerts)
+    and exported at /metrics. The p95 and p99 budgets are met when at least 95% and 99% of
+    requests finish within them: those are the defaults of their targets.
+    """
+
+    availability: float = Field(
+        0.999, gt=0, lt=1, description="Share of requests answered without a server-side error (5xx, 429)."
+    )
+    p95: float = Field(0.95, gt=0, lt=1, description="Share of answered requests within `latency.p95_ms`.")
+    p99: float = Field(0.99, gt=0, lt=1, description="Share of answered requests within `latency.p99_ms`.")
+    ttft: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Share of streamed requests whose first token came within `latency.ttft_ms`.",
+    )
+
+
 class WorkloadClass(Strict):
     """A QoS tier for a kind of request (perception, actuation, reasoning, planning, batch...)."""
 
@@ -66,4 +87,7 @@ class WorkloadClass(Strict):
     )
     on_sensitive: SensitiveAction | None = Field(
         None, description="What to do when sensitive data is found; default: governance.default_action."
+    )
+    slo: SloTargets = Field(
+        default_factory=SloTargets, description="Service level objectives (alerting, dashboards)."
     )

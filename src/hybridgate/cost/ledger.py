@@ -16,6 +16,7 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    egress_bytes: int = 0
 
 
 class Ledger:
@@ -32,12 +33,14 @@ class Ledger:
         prompt_tokens: int,
         completion_tokens: int,
         cost_usd: float,
+        egress_bytes: int = 0,
     ) -> None:
         t = self._totals[(tenant, workload_class, placement, deployment)]
         t.requests += 1
         t.prompt_tokens += prompt_tokens
         t.completion_tokens += completion_tokens
         t.cost_usd += cost_usd
+        t.egress_bytes += egress_bytes
 
     def totals(self, by: str = "placement") -> dict[str, Totals]:
         """Aggregated by one of ``tenant``, ``class``, ``placement``, ``deployment``."""
@@ -51,12 +54,6 @@ class Ledger:
             agg.cost_usd += t.cost_usd
         return dict(out)
 
-    def rows(self) -> list[tuple[tuple[str, str, str], float, int, int]]:
-        """((tenant, class, placement), cost, prompt tokens, completion tokens), deployments summed."""
-        merged: dict[tuple[str, str, str], Totals] = defaultdict(Totals)
-        for (tenant, cls, placement, _), t in self._totals.items():
-            agg = merged[(tenant, cls, placement)]
-            agg.cost_usd += t.cost_usd
-            agg.prompt_tokens += t.prompt_tokens
-            agg.completion_tokens += t.completion_tokens
-        return [(key, t.cost_usd, t.prompt_tokens, t.completion_tokens) for key, t in merged.items()]
+    def rows(self) -> list[tuple[tuple[str, str, str, str], Totals]]:
+        """((tenant, class, placement, deployment), totals), one row per key seen."""
+        return list(self._totals.items())

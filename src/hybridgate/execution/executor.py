@@ -30,7 +30,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from hybridgate.backends.base import Backend
 from hybridgate.clock import Clock
@@ -65,16 +65,28 @@ class AttemptObserver(Protocol):
     def started(self, deployment: str) -> None: ...
 
     def succeeded(
-        self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float
-    ) -> None: ...
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
+    ) -> None:
+        """An attempt answered in full. ``backup``: it was a hedge (sent because another attempt
+        was late, so it is not a fair sample of how often attempts are late); ``late``: a hedge
+        was sent because it had not answered by the hedge delay (and it won the race anyway)."""
+        ...
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
 
-    def outrun(self, deployment: str, over_s: float) -> None:
-        """A hedged attempt still had no answer ``over_s`` after its hedge was sent, when the
-        hedge answered first and it was cancelled. Its latency is at least its predicted p95
-        plus ``over_s``: a lower bound, recorded so that the predictor does not learn only
-        from the attempts that won (it would then hedge ever sooner)."""
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+        """An attempt that lost a hedge race was cancelled before it answered (for a stream:
+        before its first event), ``over_s`` after its predicted p95 time for that (negative if
+        sooner); ``backup`` when it was the hedge. Its latency is known only to be longer:
+        recorded as that lower bound, so that the predictor does not learn from the winners
+        alone (it would then hedge ever sooner)."""
         ...
 
     def finished(self, deployment: str) -> None: ...
@@ -87,13 +99,22 @@ class _NoObserver:
     def started(self, deployment: str) -> None:
         pass
 
-    def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
+    def succeeded(
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
+    ) -> None:
         pass
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         pass
 
-    def outrun(self, deployment: str, over_s: float) -> None:
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
         pass
 
     def finished(self, deployment: str) -> None:
@@ -159,6 +180,7 @@ class Attempt:
     reason: str = ""  # why it was made: "" (the first), "retry", "failover", "hedge", "continuation"
     after: str = ""  # the error kind of the failure that led to it (retry, failover, continuation)
     cancelled: bool = False  # stopped before its outcome was known (a hedge lost, the client left)
+    late: bool = False  # a backup was sent because this attempt had not answered in time
 
     @property
     def ok(self) -> bool:
@@ -352,13 +374,13 @@ class Executor:
     async def _attempts(
         self,
         plan: RoutePlan,
-        call: Callable[[Candidate], Awaitable[T]],
+        call: Callable[[Candidate, Attempt], Awaitable[T]],
         attempts: list[Attempt],
         start: int = 0,
         tracer: AttemptTracer | None = None,
     ) -> Answer[T]:
         async def try_one(candidate: Candidate, attempt: Attempt) -> T:
-            return await self._send_once(attempt, functools.partial(call, candidate), tracer)
+            return await self._send_once(attempt, functools.partial(call, candidate, attempt), tracer)
 
         result, index = await self.walk(plan, try_one, attempts, start)
         return Answer(result, plan.candidates[index].deployment, attempts)
@@ -366,7 +388,10 @@ class Executor:
     # ------------------------------------------------------------------ hedging
 
     async def _hedged(
-        self, plan: RoutePlan, call: Callable[[Candidate], Awaitable[T]], tracer: AttemptTracer | None
+        self,
+        plan: RoutePlan,
+        call: Callable[[Candidate, Attempt], Awaitable[T]],
+        tracer: AttemptTracer | None,
     ) -> Answer[T]:
         """First candidate, and after ``plan.hedge.answer_s`` without an answer the second as well."""
         assert plan.hedge is not None
@@ -378,7 +403,7 @@ class Executor:
         primary_attempt = Attempt(first.deployment, self.clock.monotonic())
         attempts.append(primary_attempt)
         primary = asyncio.ensure_future(
-            self._send_once(primary_attempt, functools.partial(call, first), tracer)
+            self._send_once(primary_attempt, functools.partial(call, first, primary_attempt), tracer)
         )
         timer = asyncio.ensure_future(self.clock.sleep(plan.hedge.answer_s))
         racing: list[asyncio.Future[T]] = [primary]
@@ -387,18 +412,21 @@ class Executor:
             # The budget first: an admitted half-open trial must be used, not held by nobody.
             if not primary.done() and self.budget.try_spend() and self.observer.admit(second.deployment):
                 self.counters.hedges += 1
+                primary_attempt.late = True
                 backup_attempt = Attempt(
                     second.deployment, self.clock.monotonic(), hedge=True, reason="hedge"
                 )
                 attempts.append(backup_attempt)
                 racing.append(
                     asyncio.ensure_future(
-                        self._send_once(backup_attempt, functools.partial(call, second), tracer)
+                        self._send_once(
+                            backup_attempt, functools.partial(call, second, backup_attempt), tracer
+                        )
                     )
                 )
             winner = await _first_success(racing)
-            if winner is not None and winner[1] == 1 and not primary.done():
-                self.observer.outrun(first.deployment, self.clock.monotonic() - attempts[1].started)
+            if winner is not None:
+                self.report_cut_short(racing, attempts, (first, second), streamed=False)
         finally:
             timer.cancel()
             for task in racing:
@@ -414,12 +442,30 @@ class Executor:
         raise_returned_as_is(attempts)
         return await self._attempts(plan, call, attempts, start=len(racing), tracer=tracer)
 
+    def report_cut_short(
+        self,
+        racing: Sequence[asyncio.Future[Any]],
+        attempts: Sequence[Attempt],
+        pair: tuple[Candidate, Candidate],
+        *,
+        streamed: bool,
+    ) -> None:
+        """Report the attempts of a hedge race still running when the other won (before they are
+        cancelled), with how far past their predicted p95 (first event, or answer) they were."""
+        now = self.clock.monotonic()
+        for task, attempt, candidate in zip(racing, attempts, pair, strict=False):
+            predicted = candidate.predicted_ttft_p95_s if streamed else candidate.predicted_p95_s
+            if not task.done() and predicted is not None:
+                self.observer.cut_short(
+                    attempt.deployment, now - attempt.started - predicted, backup=attempt.hedge
+                )
+
     # ------------------------------------------------------------------ entry points
 
     async def complete(self, plan: RoutePlan, payload: Payload) -> Answer[Completion]:
         self.budget.record_request()
 
-        async def call(candidate: Candidate) -> Completion:
+        async def call(candidate: Candidate, attempt: Attempt) -> Completion:
             started = self.clock.monotonic()
             completion = await self.backend(candidate).complete(
                 payload.for_candidate(candidate), candidate.timeouts
@@ -429,6 +475,8 @@ class Executor:
                 usage=completion.usage,
                 ttft_s=None,
                 duration_s=self.clock.monotonic() - started,
+                backup=attempt.hedge,
+                late=attempt.late,
             )
             if candidate.redact and payload.restorer is not None:
                 completion = payload.restorer.restore_completion(completion)
@@ -443,7 +491,7 @@ class Executor:
     ) -> Answer[EmbeddingResult]:
         self.budget.record_request()
         return await self._attempts(
-            plan, lambda c: self.backend(c).embed(request, c.timeouts), [], tracer=tracer
+            plan, lambda c, _: self.backend(c).embed(request, c.timeouts), [], tracer=tracer
         )
 
 

@@ -90,9 +90,9 @@ class StreamExecutor:
         """The candidate's stream, restored if it was redacted, with its life reported (and its
         span ended when it ends: completed, failed, or closed before its end)."""
         ex = self.ex
+        started = attempt.started
         observer = ex.observer
         deployment = candidate.deployment
-        started = attempt.started
         observer.started(deployment)
         restorer = payload.restorer.stream_restorer() if candidate.redact and payload.restorer else None
         ttft: float | None = None
@@ -106,7 +106,14 @@ class StreamExecutor:
                     if isinstance(event, StreamEnd):
                         end = event
                         duration = ex.clock.monotonic() - started
-                        observer.succeeded(deployment, usage=event.usage, ttft_s=ttft, duration_s=duration)
+                        observer.succeeded(
+                            deployment,
+                            usage=event.usage,
+                            ttft_s=ttft,
+                            duration_s=duration,
+                            backup=attempt.hedge,
+                            late=attempt.late,
+                        )
                     if restorer is None:
                         yield event
                     else:
@@ -210,10 +217,11 @@ class StreamExecutor:
             # The budget first: an admitted half-open trial must be used, not held by nobody.
             if not tasks[0].done() and ex.budget.try_spend() and ex.observer.admit(pair[1].deployment):
                 ex.counters.hedges += 1
+                attempts[0].late = True
                 launch(pair[1], True)
             winner = await _first_success(tasks)
-            if winner == 1 and not tasks[0].done():
-                ex.observer.outrun(pair[0].deployment, ex.clock.monotonic() - attempts[1].started)
+            if winner is not None:
+                ex.report_cut_short(tasks, attempts, pair, streamed=True)
         finally:
             timer.cancel()
         for index, task in enumerate(tasks):

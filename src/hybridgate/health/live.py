@@ -164,12 +164,23 @@ class LiveHealth:
         self.stats[deployment].started()
         self._dirty.add(deployment)
 
-    def succeeded(self, deployment: str, *, usage: Usage, ttft_s: float | None, duration_s: float) -> None:
+    def succeeded(
+        self,
+        deployment: str,
+        *,
+        usage: Usage,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
+    ) -> None:
         self.stats[deployment].record_success(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             ttft_s=ttft_s,
             duration_s=duration_s,
+            backup=backup,
+            late=late,
         )
         self._reports[deployment] += 1
         self._outcome(deployment, ok=True)
@@ -181,8 +192,8 @@ class LiveHealth:
         self._reports[deployment] += 1
         self._outcome(deployment, ok=False, kind=kind, retry_after=retry_after)
 
-    def outrun(self, deployment: str, over_s: float) -> None:
-        self.stats[deployment].record_outrun(over_s)
+    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+        self.stats[deployment].record_cut_short(over_s, backup=backup)
         self._dirty.add(deployment)
 
     def finished(self, deployment: str) -> None:

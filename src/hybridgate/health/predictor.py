@@ -40,6 +40,9 @@ class PerfEstimate(NamedTuple):
     in_flight: int = 0  # attempts running or queued on it, as the gateway sees them
     service_s: float = 1.0  # mean time one request occupies a slot
     samples: int = 0  # live measurements behind the estimate (0 = priors only)
+    # The time-to-first-token p95 that hedges wait for, tracked so that attempts cut short by
+    # their hedge count (see health.tail); None until measured: ``ttft_p95_s`` then stands.
+    hedge_ttft_s: float | None = None
 
     @property
     def queued(self) -> int:

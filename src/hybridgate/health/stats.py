@@ -29,6 +29,7 @@ from hybridgate.clock import Clock, SystemClock
 from hybridgate.health.predictor import PerfEstimate
 from hybridgate.health.sketch import WindowedCounter, WindowedMean, WindowedSketch
 from hybridgate.health.snapshot import ProbeRecord
+from hybridgate.health.tail import TailTracker
 
 if TYPE_CHECKING:
     from hybridgate.health.load import LoadReading
@@ -60,6 +61,7 @@ class DeploymentStats:
         self.min_samples = min_samples
         self.in_flight = 0
         self.completed = 0
+        self.failed_by_kind: Counter[str] = Counter()  # since start (the metrics' attempt counts)
         self.runtime: LoadReading | None = None  # the runtime's own account of its load
         self.last_probe: ProbeRecord | None = None
         self._ttft = WindowedSketch(window_s, slots, clock)  # base TTFT: prefill of the prompt removed
@@ -72,6 +74,7 @@ class DeploymentStats:
         self._measured = (-1, -1)  # (recorded, slot) the windowed values were last derived at
         self._measured_n = -1  # time-to-first-token samples when the quantiles were last read
         self._slot_freed_at = float("-inf")  # one-slot runtimes: when the last attempt left the slot
+        self._tail = TailTracker(0.95)  # the time-to-first-token p95 that hedges wait for
 
     def started(self) -> None:
         self.in_flight += 1
@@ -80,12 +83,23 @@ class DeploymentStats:
         self.in_flight = max(0, self.in_flight - 1)
 
     def record_success(
-        self, *, prompt_tokens: int, completion_tokens: int, ttft_s: float | None, duration_s: float
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_s: float | None,
+        duration_s: float,
+        backup: bool = False,
+        late: bool = False,
     ) -> None:
         """One completed attempt. ``ttft_s`` is None when not streamed (it is then inferred).
 
         ``ttft_s`` and ``duration_s`` count from when the attempt was sent; on a one-slot runtime
-        its wait in the queue is taken out (see the module docstring).
+        its wait in the queue is taken out (see the module docstring). A ``backup`` (a hedge) is
+        left out of the hedge's tracker: a backup that loses is cancelled, mostly while slow and
+        before anything is known about it, so the backups that finish are the fast ones. A
+        ``late`` attempt (its hedge was sent) exceeded the hedge delay, whatever the tracker's
+        value has become since.
         """
         self.completed += 1
         estimate = self._estimate
@@ -95,26 +109,44 @@ class DeploymentStats:
         if ttft_s is None:
             ttft_s = duration_s - completion_tokens / estimate.tokens_per_s
         wait = self._queue_wait(duration_s)
-        self._ttft.add(max(0.0, ttft_s - wait - prefill))
+        first_token = max(0.0, ttft_s - wait - prefill)
+        self._ttft.add(first_token)
+        if late:
+            self._tail.exceeded()
+        elif not backup:
+            self._tail.observe(first_token)
         self._service.add(duration_s - wait)
         self._recorded += 1
 
-    def record_outrun(self, over_s: float) -> None:
-        """An attempt cancelled because its hedge answered first, ``over_s`` after the hedge was
-        sent (which was at the predicted p95): its time to first token was at least the current
-        p95 plus ``over_s``. Recorded as that lower bound. Quantiles at or below the p95 stay
-        right with such censored values (only the share of attempts beyond the p95 matters to
-        them), while leaving the losers out would teach the window only the winners' times, and
-        the p95, and with it the hedge delay, would sink towards the fast requests' p95."""
+    def record_cut_short(self, over_s: float, *, backup: bool = False) -> None:
+        """An attempt cancelled, unanswered, ``over_s`` after its predicted p95 time (negative if
+        sooner; the prediction counts prefill and queue wait, so ``over_s`` is measured against
+        the first-token p95 alone): its first token would have come after p95 + ``over_s``.
+
+        A lower bound, kept in the sketch only when above its p95 (a bound below it would pull
+        the p95 down). The race's first attempt is cut short only when its hedge was sent, that
+        is when it had exceeded the hedge delay, which is what the hedge's tracker needs to know
+        (comparing the bound with the tracker's value now could miss it: the value moves between
+        the plan and the cut). Leaving such attempts out would teach both only the winners'
+        times, and the p95 a hedge waits for would sink towards the fast requests' p95 (see
+        :mod:`hybridgate.health.tail`). Backups never reach the tracker (see
+        :meth:`record_success`).
+        """
         self._queue_wait(0.0)  # it held a one-slot runtime's slot until now
         self._refresh_if_due()
-        self._ttft.add(self._estimate.ttft_p95_s + max(0.0, over_s))
-        self._recorded += 1
+        p95 = self._estimate.ttft_p95_s
+        bound = p95 + over_s
+        if over_s >= 0:
+            self._ttft.add(bound)
+            self._recorded += 1
+        if not backup:
+            self._tail.exceeded()
 
     def record_error(self, kind: str) -> None:
         if kind not in _SLOT_NOT_FREED:
             self._queue_wait(0.0)  # it held the slot until now
         self._errors.add(kind)
+        self.failed_by_kind[kind] += 1
         self._recorded += 1
 
     def _queue_wait(self, duration_s: float) -> float:
@@ -191,8 +223,9 @@ class DeploymentStats:
             in_flight = max(in_flight, running + reported)
             loaded = reading.loaded
         queue = max(own_in_flight - concurrency, reported, 0) if concurrency is not None else reported
-        if est.in_flight != in_flight or est.concurrency != concurrency:
-            est = est._replace(in_flight=in_flight, concurrency=concurrency)
+        hedge_after = self._tail.value
+        if est.in_flight != in_flight or est.concurrency != concurrency or est.hedge_ttft_s != hedge_after:
+            est = est._replace(in_flight=in_flight, concurrency=concurrency, hedge_ttft_s=hedge_after)
         return est, queue, loaded, self._error_rate
 
     def _refresh_if_due(self) -> None:
@@ -209,7 +242,7 @@ class DeploymentStats:
         failed = self._errors.total()
         self._error_rate = failed / (failed + n) if failed + n else 0.0
         last = self._measured_n
-        seen = self._ttft.count  # successes and outrun attempts
+        seen = self._ttft.count  # successes and attempts cut short
         if not rotated and (seen == last or (last >= self.min_samples and seen - last < last // 16)):
             return
         self._measured_n = seen
@@ -220,6 +253,7 @@ class DeploymentStats:
             p50, p95 = self._ttft.quantile(0.5), self._ttft.quantile(0.95)
             if p50 is not None and p95 is not None:
                 est = est._replace(ttft_p50_s=p50, ttft_p95_s=p95)
+                self._tail.at_least(p95)
         if self._decode.count >= enough:
             per_token = self._decode.quantile(0.5)
             if per_token:

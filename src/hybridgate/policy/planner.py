@@ -26,7 +26,7 @@ from hybridgate.backends.base import Capabilities
 from hybridgate.config.routing import WorkloadClass
 from hybridgate.errors import ContextLengthExceeded, NoRouteAvailable, PermissionDenied, UnsupportedFeature
 from hybridgate.health.predictor import DECODE_TAIL
-from hybridgate.health.snapshot import DeploymentState, HealthSnapshot
+from hybridgate.health.snapshot import DeploymentHealth, DeploymentState, HealthSnapshot
 from hybridgate.policy.context import RequestContext
 from hybridgate.policy.explain import Budget, Explanation, Verdict
 from hybridgate.policy.governance import DataDecision, DataProfile, decide
@@ -390,8 +390,18 @@ def plan_chat(
     hedge = None
     if cls.hedge and len(order) > 1:
         head = _Scored._make(order[0])
-        hedge = HedgeSpec(head.ttft_p95_s, head.p95_s)
+        hedge = _hedge(head, states.get(head.spec.name))
     return RoutePlan(model.name, ctx.workload_class, cls.priority, candidates, explanation, hedge)
+
+
+def _hedge(head: _Scored, health: DeploymentHealth | None) -> HedgeSpec:
+    """Hedge at the head's predicted p95, with the tracked first-token p95 (which attempts cut
+    short by earlier hedges still inform) in place of the sketch's when there is one."""
+    perf = health.perf if health is not None else None
+    shift = 0.0
+    if perf is not None and perf.hedge_ttft_s is not None:
+        shift = perf.hedge_ttft_s - perf.ttft_p95_s
+    return HedgeSpec(max(0.0, head.ttft_p95_s + shift), max(0.0, head.p95_s + shift))
 
 
 def _verdicts(
