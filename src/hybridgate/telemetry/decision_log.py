@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import hashlib
 import hmac
 import logging
 import threading
@@ -42,7 +41,7 @@ def prompt_digest(messages: Sequence[Message], key: bytes) -> str:
     canonical = orjson.dumps(
         [[m.role, m.text, [[t.name, t.arguments] for t in m.tool_calls], m.tool_call_id] for m in messages]
     )
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+    return hmac.digest(key, canonical, "sha256").hex()  # the one-shot C implementation
 
 
 class _Pending(NamedTuple):
