@@ -696,7 +696,7 @@ class Gateway:
                 latency_s=elapsed,
                 deployment=served.deployment,
                 attempts=served.attempts,
-                explanation=plan.explanation,
+                plan=plan,
                 usage=usage,
                 finish_reason=finish_reason,
                 response_model=response_model,
@@ -739,7 +739,6 @@ class Gateway:
                 outcome=outcome,
                 latency_s=elapsed,
                 deployment=served.deployment,
-                explanation=explanation,
                 extra={"hybridgate.cache": served.memory or ""},
             )
         if self.decision_log is None:
@@ -780,9 +779,7 @@ class Gateway:
         plan = inflight.plan
         explanation = plan.explanation if plan is not None else None
         if inflight.trace is not None:
-            inflight.trace.finish(
-                outcome=outcome, latency_s=elapsed, attempts=inflight.attempts, explanation=explanation
-            )
+            inflight.trace.finish(outcome=outcome, latency_s=elapsed, attempts=inflight.attempts, plan=plan)
         if self.decision_log is None:
             return
         record = decision_record(

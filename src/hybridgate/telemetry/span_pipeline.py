@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +45,6 @@ class SpanRecord:
     end_ns: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    # Attributes worked out on the worker thread (e.g. from the lazily built Explanation).
-    deferred: Callable[[], dict[str, Any]] | None = None
 
 
 class SpanPipeline:
@@ -123,8 +120,6 @@ class SpanPipeline:
         context = SpanContext(r.trace_id, r.span_id, False, flags, state)
         parent = SpanContext(r.trace_id, r.parent_id, r.remote_parent, flags, state) if r.parent_id else None
         attributes = r.attributes
-        if r.deferred is not None:
-            attributes = {**attributes, **r.deferred()}
         status = Status(StatusCode.ERROR, r.error) if r.error is not None else Status(StatusCode.UNSET)
         return ReadableSpan(
             name=r.name,

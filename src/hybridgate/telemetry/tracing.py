@@ -49,8 +49,7 @@ from hybridgate.types import Message, Usage
 
 if TYPE_CHECKING:
     from hybridgate.execution.executor import Attempt
-    from hybridgate.policy.explain import Explanation
-    from hybridgate.policy.planner import RoutePlan
+    from hybridgate.policy.planner import Candidate, RoutePlan
 
 SENSITIVE_LEVELS = frozenset({"confidential", "restricted"})
 _MAX_ID = 1 << 64
@@ -286,7 +285,7 @@ class RequestTrace:
         latency_s: float,
         deployment: str = "",
         attempts: Sequence[Attempt] = (),
-        explanation: Explanation | None = None,
+        plan: RoutePlan | None = None,
         usage: Usage | None = None,
         finish_reason: str | None = None,
         response_model: str | None = None,
@@ -329,16 +328,20 @@ class RequestTrace:
             attrs.update(extra)
         if outcome not in _NOT_ERRORS:
             attrs["error.type"] = record.error = outcome
-        if explanation is not None and deployment:
-            # The per-candidate verdicts are built lazily: on the export thread, not here.
-            record.deferred = lambda: {
-                "hybridgate.latency.predicted_ms": _predicted_ms(explanation, deployment)
-            }
+        if plan is not None and deployment:
+            for candidate in plan.candidates:  # those tried are built already; usually the first
+                if candidate.deployment == deployment:
+                    _predicted(attrs, candidate)
+                    break
         tracing.pipeline.submit(record)
 
 
-def _predicted_ms(explanation: Explanation, deployment: str) -> float | None:
-    for verdict in explanation.verdicts:
-        if verdict.deployment == deployment:
-            return verdict.predicted_ms
-    return None
+def _predicted(attrs: dict[str, Any], candidate: Candidate) -> None:
+    """What the planner predicted for the deployment that answered (vs ``actual_ms``)."""
+    for key, seconds in (
+        ("hybridgate.latency.predicted_ms", candidate.predicted_s),
+        ("hybridgate.latency.predicted_p95_ms", candidate.predicted_p95_s),
+        ("hybridgate.latency.predicted_ttft_p95_ms", candidate.predicted_ttft_p95_s),
+    ):
+        if seconds is not None:
+            attrs[key] = round(seconds * 1000, 3)
