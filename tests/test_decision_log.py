@@ -224,3 +224,18 @@ def test_the_follower_follows_a_rotation(tmp_path: Path) -> None:
     path.replace(path.with_name("decisions.jsonl.1"))
     write_log(path, KNOWN[2:4])
     assert [r["id"] for r in follower.poll()] == ["req0002", "req0003"]
+
+
+def test_check_warns_about_what_telemetry_will_record(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "version: 1\n"
+        "tracing: {enabled: true, exporter: console, record_content: true}\n"
+        "decision_log: {path: d.jsonl}\n"
+        "deployments: {a: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: m}}\n"
+        "models: {m: {deployments: [a]}}\n"
+    )
+    result = CliRunner().invoke(app, ["check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "tracing.record_content" in result.output
+    assert "decision_log.prompt_hash_key" in result.output

@@ -228,4 +228,19 @@ def lint(
             errors.append(
                 (where(("deployments", name, "timeouts")), "first_token and idle must not exceed total")
             )
+    tracing = config.tracing
+    if tracing.enabled and tracing.record_content:
+        warnings.append(
+            (
+                where(("tracing", "record_content")),
+                "prompts and completions of non-sensitive requests will be recorded in traces",
+            )
+        )
+    if config.decision_log.path is not None and config.decision_log.prompt_hash_key is None:
+        warnings.append(
+            (
+                where(("decision_log", "prompt_hash_key")),
+                "not set: prompt hashes match only within one run (a random key per process)",
+            )
+        )
     return errors, warnings
