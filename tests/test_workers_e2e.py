@@ -8,9 +8,13 @@ worker that answers a scrape varies; every scrape must report every worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,9 +92,7 @@ models:
         yield {"config": config, "env": {"TMPDIR": str(temp)}, "temp": temp}
     finally:
         sandbox.stop()
-        for leftover in temp.iterdir():
-            leftover.rmdir()
-        temp.rmdir()
+        shutil.rmtree(temp)
 
 
 def instance_dirs(temp: Path) -> set[str]:
@@ -176,3 +178,65 @@ def test_a_dead_worker_is_reported_not_fatal(setting: dict[str, Any]) -> None:
         assert sum(scrape(url)[0].values()) == 5
     finally:
         gateway.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_gateway(setting: dict[str, Any], tmp_path: Path) -> None:
+    """Startup fails in every worker (its decision log cannot be created): `serve` exits with the
+    worker's status, leaving no process and no directory behind."""
+    config = tmp_path / "broken.yaml"
+    config.write_text(
+        setting["config"]
+        .read_text()
+        .replace("version: 1", "version: 1\ndecision_log: {path: /proc/nope/d.jsonl}")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridgate.cli", "serve", "-c", str(config), "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **setting["env"]},
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=60)
+        left_behind = _group_alive(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, output
+    assert re.search(r"worker \d exited \(3\) before the gateway was ready", output), output
+    assert "listening on" not in output
+    assert not left_behind, "a worker outlived the supervisor"
+    assert instance_dirs(setting["temp"]) == set()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(setting: dict[str, Any]) -> None:
+    gateway, url = start_gateway(setting["config"], env=setting["env"])
+    try:
+        send(url, 2)
+        workers = worker_pids(gateway).values()
+        assert len(workers) == 2
+        os.kill(gateway.pid, signal.SIGKILL)  # no chance to stop its workers
+        assert eventually(lambda: not any(map(_running, workers)), timeout=20), gateway.output[-3000:]
+        assert "the supervisor process is gone: shutting down" in gateway.output
+        assert instance_dirs(setting["temp"]) == set(), "the last worker out removes the directory"
+    finally:
+        gateway.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (an unreaped zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

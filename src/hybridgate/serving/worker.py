@@ -9,6 +9,7 @@ existed. With several, the supervisor forks one process per worker and each runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -87,16 +88,25 @@ def run_worker(loaded: LoadedConfig, sock: socket.socket, spec: WorkerSpec) -> N
     config = uvicorn_config(asgi, gateway.config.server)
     server = uvicorn.Server(config)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(server, sock, local, spec.parent_fd))
+        orphaned = runner.run(_serve(server, sock, local, spec.parent_fd))
+    if orphaned:
+        # Nobody else will remove the instance's directory: the last worker out does (rmdir
+        # fails while another worker's socket is still in it).
+        with contextlib.suppress(OSError):
+            spec.directory.rmdir()
 
 
 async def _serve(
     server: uvicorn.Server, sock: socket.socket, local: ExpositionServer, parent_fd: int
-) -> None:
+) -> bool:
+    """Serve until stopped; True when stopped because the supervisor is gone."""
     loop = asyncio.get_running_loop()
+    orphaned = False
 
     def parent_gone() -> None:
         # The supervisor died without stopping us (SIGKILL): do not serve on as an orphan.
+        nonlocal orphaned
+        orphaned = True
         loop.remove_reader(parent_fd)
         log.warning("the supervisor process is gone: shutting down")
         server.should_exit = True
@@ -107,3 +117,4 @@ async def _serve(
         await server.serve(sockets=[sock])
     finally:
         await local.close()
+    return orphaned
