@@ -120,6 +120,13 @@ def test_metrics_sum_over_workers_survive_another_instance_and_a_killed_worker(
         assert set(served) == {"0", "1"}
         assert all(served.values()), served
         assert up == {"0": 1.0, "1": 1.0}
+        # Prometheus's own checker accepts the merged exposition (families whole, no duplicates).
+        promtool = shutil.which("promtool")
+        assert promtool is not None, "promtool is missing: install Debian's prometheus package (make sysdeps)"
+        body = httpx.get(f"{url}/metrics", headers=HEADERS, timeout=30).content
+        check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert b'hybridgate_requests_total{worker="' in body
         for _ in range(6):  # whichever worker answers, the totals are the same
             assert scrape(url) == (served, up)
 
