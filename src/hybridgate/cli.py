@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -215,23 +216,32 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Listen port (overrides server.port; 0 = any free).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Server processes sharing the port (overrides server.workers)."),
+    ] = None,
     ready_file: Annotated[
         Path | None, typer.Option(help="Write {'port': N, 'pid': P} here once serving (for supervisors).")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="Do not print the usage banner.")] = False,
 ) -> None:
     """Run the gateway."""
-    import uvicorn
-
-    from hybridgate.api.app import create_app
-    from hybridgate.gateway import Gateway
-    from hybridgate.privacy.guard import build_guard
+    from hybridgate.config.loader import local_models_problem
+    from hybridgate.serving.worker import build_gateway, serve_one
 
     loaded = _load_or_exit(config)
     server_cfg = loaded.config.server
+    count = server_cfg.workers if workers is None else workers
+    problem = local_models_problem(loaded.config, count)
+    if problem is not None:
+        where = "--workers" if workers is not None else "server.workers"
+        err_console.print(f"[bold red]error:[/] {where}: {problem}")
+        raise typer.Exit(code=2)
     logging.basicConfig(
         level=server_cfg.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + ("%(processName)s " if count > 1 else "")
+        + "%(name)s: %(message)s",
         stream=sys.stderr,
     )
     listen_host = host or server_cfg.host
@@ -244,36 +254,40 @@ def serve(
         err_console.print(f"[bold red]error:[/] cannot listen on {listen_host}:{listen_port}: {exc.strerror}")
         raise typer.Exit(code=1) from None
     bound_port = sock.getsockname()[1]
+    # The pid in the ready file is the one to signal: the supervisor's with several workers.
+    supervisor_pid = os.getpid()
 
     def on_ready() -> None:
         typer.echo(f"hybridgate: listening on http://{listen_host}:{bound_port}", err=True)
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps({"port": bound_port, "pid": os.getpid()}))
+            tmp.write_bytes(orjson.dumps({"port": bound_port, "pid": supervisor_pid}))
             tmp.replace(ready_file)
         if not quiet:
             typer.echo(_banner(listen_host, bound_port, loaded))
 
+    if count > 1:
+        raise typer.Exit(code=_serve_workers(loaded, sock, count, on_ready))
     try:
-        gateway = Gateway(loaded, guard=build_guard(loaded.config.governance.detection))
+        gateway = build_gateway(loaded)
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
-    asgi = create_app(gateway, on_ready=on_ready)
-    uv_config = uvicorn.Config(
-        asgi,
-        loop="uvloop",
-        http="httptools",
-        log_level=server_cfg.log_level,
-        access_log=server_cfg.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        # X-Forwarded-* are not trusted (and their middleware costs on every request); the
-        # gateway does not need client addresses. No Server header advertising the stack.
-        proxy_headers=False,
-        server_header=False,
-    )
-    uvicorn.Server(uv_config).run(sockets=[sock])
+    serve_one(gateway, sock, on_ready)
+
+
+def _serve_workers(
+    loaded: LoadedConfig, sock: socket.socket, count: int, on_ready: Callable[[], None]
+) -> int:
+    """``count`` worker processes on ``sock`` under a supervisor; returns the exit status."""
+    from hybridgate.serving.supervisor import Supervisor
+    from hybridgate.serving.worker import WorkerSpec, run_worker
+
+    def target(spec: WorkerSpec) -> None:
+        run_worker(loaded, sock, spec)
+
+    sock.listen(2048)  # before forking: every worker accepts from the one queue
+    return Supervisor(count, target).run(on_ready)
 
 
 @app.command()

@@ -127,11 +127,26 @@ class ManagedProcess:
 
 
 def start_gateway(
-    config_path: Path, *, env: Mapping[str, str] | None = None, timeout: float = 90.0
+    config_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90.0,
+    extra_args: Sequence[str] = (),
 ) -> tuple[ManagedProcess, str]:
     """``hybridgate serve`` on a free port; returns the process and its base URL (no /v1)."""
     proc = ManagedProcess(
-        [sys.executable, "-m", "hybridgate.cli", "serve", "-c", str(config_path), "--port", "0", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "hybridgate.cli",
+            "serve",
+            "-c",
+            str(config_path),
+            "--port",
+            "0",
+            "--quiet",
+            *extra_args,
+        ],
         ready=r"^hybridgate: listening on (http://127\.0\.0\.1:\d+)",
         name="gateway",
         env=env,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hybridgate.api.anthropic_routes import AnthropicRoutes
@@ -41,7 +41,13 @@ def _format_of(path: str) -> WireFormat:
 class GatewayApp:
     """The ASGI callable: lifespan starts and closes the gateway; HTTP goes through the route table."""
 
-    def __init__(self, gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
         self.gateway = gateway
         self.on_ready = on_ready
         server = gateway.config.server
@@ -52,7 +58,7 @@ class GatewayApp:
             )
         openai = OpenAIRoutes(gateway, server.max_body_bytes)
         anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
-        system = SystemRoutes(gateway)
+        system = SystemRoutes(gateway, metrics)
         explain = ExplainRoutes(gateway, server.max_body_bytes)
         dashboard = DashboardRoutes(gateway.config)
         self.routes: dict[str, dict[str, Route]] = {
@@ -131,6 +137,15 @@ class GatewayApp:
                 return
 
 
-def create_app(gateway: Gateway, *, on_ready: Callable[[], None] | None = None) -> GatewayApp:
-    """The ASGI app for ``gateway``; ``on_ready`` runs once its backends have started."""
-    return GatewayApp(gateway, on_ready=on_ready)
+def create_app(
+    gateway: Gateway,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    metrics: Callable[[], Awaitable[bytes]] | None = None,
+) -> GatewayApp:
+    """The ASGI app for ``gateway``; ``on_ready`` runs once its backends have started.
+
+    ``metrics`` renders the /metrics body when it is not the gateway's own registry (several
+    workers: every worker's, merged).
+    """
+    return GatewayApp(gateway, on_ready=on_ready, metrics=metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +40,9 @@ def _model_entry(m: ModelInfo, created: int) -> dict[str, Any]:
 
 
 class SystemRoutes:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
         self.gateway = gateway
+        self._metrics = metrics  # None: this process's own registry (one worker)
 
     async def models(self, request: Request) -> Response:
         created = int(self.gateway.started_at)
@@ -56,7 +58,7 @@ class SystemRoutes:
         )
 
     async def metrics(self, request: Request) -> Response:
-        body = self.gateway.metrics.render()
+        body = self.gateway.metrics.render() if self._metrics is None else await self._metrics()
         return Response(body, headers=[(b"content-type", CONTENT_TYPE.encode())])
 
     async def healthz(self, request: Request) -> Response:

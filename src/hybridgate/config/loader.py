@@ -210,6 +210,9 @@ def lint(
             owner.setdefault(name, model_name)
         if all(d in unconfigured for d in model.deployments if d in config.deployments):
             warnings.append((where(("models", model_name)), "every deployment of this model is unconfigured"))
+    local_models = local_models_problem(config, config.server.workers)
+    if local_models is not None:
+        errors.append((where(("server", "workers")), local_models))
     for name, dep in config.deployments.items():
         if name not in used:
             warnings.append((where(("deployments", name)), "deployment is not used by any model"))
@@ -244,3 +247,21 @@ def lint(
             )
         )
     return errors, warnings
+
+
+def local_models_problem(config: GatewayConfig, workers: int) -> str | None:
+    """Why ``workers`` server processes may not serve ``config``, or None when they may.
+
+    Every worker is a whole gateway, so an embedded ``llamacpp`` deployment would be loaded once
+    per worker: refused unless ``server.local_models_per_worker`` says it is meant.
+    """
+    if workers <= 1 or config.server.local_models_per_worker:
+        return None
+    local = [name for name, dep in config.deployments.items() if isinstance(dep, LlamaCppDeployment)]
+    if not local:
+        return None
+    return (
+        f"{workers} workers would each load every embedded llamacpp model ({', '.join(local)}): "
+        "set server.local_models_per_worker: true if that is meant, or serve the model with "
+        "llama.cpp's own server (a deployment of type openai) and keep the workers"
+    )

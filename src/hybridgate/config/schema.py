@@ -61,6 +61,18 @@ class ServerConfig(Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Client authentication.")
     access_log: bool = Field(False, description="Log one line per HTTP request (uvicorn access log).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Server processes sharing the listen socket, each a whole gateway with its own live "
+        "health (see docs/operations.md#several-workers); `serve --workers` overrides it.",
+    )
+    local_models_per_worker: bool = Field(
+        False,
+        description="Allow workers > 1 with `llamacpp` deployments: each worker then loads its own copy "
+        "of every local model (memory and cores times workers).",
+    )
 
 
 class ExpectedPerformance(Strict):

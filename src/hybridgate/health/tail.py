@@ -7,7 +7,9 @@ and more often. This tracker needs, from every attempt, only whether it exceeded
 estimate, which a cancelled attempt still tells: the estimate rises by a step when it was
 exceeded and falls by a twentieth of that step when not, so it settles where one attempt in
 twenty exceeds it (the Robbins-Monro quantile recursion, in log space so the step is relative).
-The step shrinks from ``1/sqrt(n)`` to ``min_step`` so that it starts fast and then keeps
+The step shrinks as ``3/sqrt(n)`` (at most 0.5) down to ``min_step``, so that it starts fast
+(between the bulk of a heavy-tailed distribution and its tail one attempt in ten exceeds the
+estimate, and the drift there is only a twentieth of a step per attempt) and then keeps
 following a deployment whose latency changes; and it never stays below the sketch's quantile of
 the same attempts (lower bounds included), which can be too low but not too high.
 """
@@ -15,6 +17,9 @@ the same attempts (lower bounds included), which can be too low but not too high
 from __future__ import annotations
 
 import math
+
+_MAX_STEP = 0.5  # a factor of e^0.475 = 1.6 up per exceedance at most
+_STEP_SCALE = 3.0
 
 
 class TailTracker:
@@ -56,5 +61,5 @@ class TailTracker:
     def _step(self, above: bool) -> None:
         assert self._log is not None
         self._n += 1
-        step = max(self.min_step, 1.0 / math.sqrt(self._n))
+        step = min(_MAX_STEP, max(self.min_step, _STEP_SCALE / math.sqrt(self._n)))
         self._log += step * ((1.0 if above else 0.0) - (1.0 - self.q))

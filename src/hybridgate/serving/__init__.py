@@ -1,0 +1,1 @@
+"""Serving HTTP with several worker processes: the supervisor, each worker, and how their metrics meet."""
