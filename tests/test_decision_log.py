@@ -7,6 +7,8 @@ rotation moves time by hand). Follow mode is driven by appending to the file bet
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,56 @@ def test_check_warns_about_what_telemetry_will_record(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "tracing.record_content" in result.output
     assert "decision_log.prompt_hash_key" in result.output
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from hybridgate.telemetry.decision_log import DecisionLog
+
+name, path, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+log = DecisionLog(path, max_bytes=2000, keep=1000, hash_key=b"k", delay_s=0.001)
+log.start()
+for i in range(n):
+    log.write({"ts": 1764300000.0 + i, "id": f"{name}-{i:04d}", "class": "default", "pad": "x" * 40})
+    if i % 7 == 0:
+        log.close()  # flush now: the writers' batches interleave
+        log.start()
+log.close()
+"""
+
+
+def test_several_processes_share_one_rotating_log(tmp_path: Path) -> None:
+    """``serve --workers N``: every worker appends to the one log and any of them may rotate it."""
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    path = tmp_path / "decisions.jsonl"
+    writers = [
+        subprocess.Popen([sys.executable, str(script), name, str(path), "300"], stderr=subprocess.PIPE)
+        for name in ("a", "b", "c")
+    ]
+    for proc in writers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    result = read_log(path)
+    assert result.corrupt == 0
+    ids = [r["id"] for r in result.records]
+    assert sorted(ids) == sorted(f"{name}-{i:04d}" for name in "abc" for i in range(300))
+    for name in "abc":  # each writer's records stay in order across files
+        mine = [i for i in ids if i.startswith(name)]
+        assert mine == sorted(mine)
+    assert len(result.files) > 10
+    assert all(f.stat().st_size <= 2000 for f in result.files)
+
+
+def test_a_log_found_on_disk_is_as_old_as_its_first_record(tmp_path: Path) -> None:
+    """Another worker (or an earlier run) started the file: its age is its first record's."""
+    clock = ManualClock()
+    path = tmp_path / "decisions.jsonl"
+    write_log(path, [record(0, ts=clock.wall() - 7200)])
+    log = DecisionLog(path, max_age_s=3600, hash_key=KEY, clock=clock)
+    log.start()
+    log.write(record(1, ts=clock.wall()))
+    log.close()
+    assert [r["id"] for r in lines_of(path.with_name("decisions.jsonl.1"))] == ["req0000"]
+    assert [r["id"] for r in lines_of(path)] == ["req0001"]

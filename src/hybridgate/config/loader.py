@@ -243,7 +243,7 @@ def lint(
         warnings.append(
             (
                 where(("decision_log", "prompt_hash_key")),
-                "not set: prompt hashes match only within one run (a random key per process)",
+                "not set: prompt hashes match only within one process (a random key per worker)",
             )
         )
     return errors, warnings

@@ -25,7 +25,7 @@ class DecisionLogConfig(Strict):
     prompt_hash_key: SecretStr | None = Field(
         None,
         description="Key of the prompt hash (HMAC-SHA256 of the messages; use ${ENV}). Unset: a random "
-        "key per process, so hashes match only within one run.",
+        "key per process (per worker), so hashes match only within it.",
     )
 
 

@@ -44,6 +44,16 @@ def prompt_digest(messages: Sequence[Message], key: bytes) -> str:
     return hmac.digest(key, canonical, "sha256").hex()  # the one-shot C implementation
 
 
+def _record_time(line: bytes) -> float | None:
+    """The ``ts`` of a written record (how old a log file is, from its first line)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    ts = record.get("ts") if isinstance(record, dict) else None
+    return float(ts) if isinstance(ts, int | float) else None
+
+
 class _Pending(NamedTuple):
     record: dict[str, Any]
     explanation: Explanation | None
@@ -76,7 +86,12 @@ class DecisionLog:
         self.max_pending = max_pending
         self._hash_key = hash_key
         self._file = RotatingFile(
-            path, max_bytes=max_bytes, keep=keep, max_age_s=max_age_s, clock=clock or SystemClock()
+            path,
+            max_bytes=max_bytes,
+            keep=keep,
+            max_age_s=max_age_s,
+            clock=clock or SystemClock(),
+            first_time=_record_time,
         )
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake = threading.Event()
