@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from hybridgate.telemetry.log_reader import read_log
 from tests.support.processes import eventually, start_gateway, start_sandbox
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -388,3 +389,50 @@ def test_a_client_that_leaves_mid_stream_ends_the_spans(setup: Setup) -> None:
     server, children = only_request_span(setup, trace_id)
     assert server["attributes"]["hybridgate.outcome"] == "client_closed"
     assert children[0]["attributes"]["hybridgate.attempt.outcome"] == "cancelled"
+
+
+def test_several_workers_trace_and_log_every_request(tmp_path: Path) -> None:
+    """``serve --workers 2``: each worker has its own tracing pipeline; spans and records of both
+    land in the one span file and the one decision log, whole and complete."""
+    sandbox, sandbox_url = start_sandbox("instant", seed=4)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"""
+version: 1
+tracing: {{enabled: true, exporter: file, path: spans.jsonl}}
+decision_log: {{path: decisions.jsonl, max_bytes: 4000, keep: 1000}}
+deployments:
+  cloud: {{type: openai, base_url: "{sandbox_url}/v1", model: sandbox-a, region: us}}
+models:
+  pair: {{deployments: [cloud]}}
+"""
+    )
+    gateway, url = start_gateway(config, extra_args=["--workers", "2"])
+    try:
+        with httpx.Client(timeout=30) as http:  # a new connection per request: both workers serve
+            for i in range(40):
+                response = http.post(
+                    f"{url}/v1/chat/completions",
+                    json={
+                        "model": "pair",
+                        "messages": [{"role": "user", "content": PROMPT}],
+                        "max_tokens": 4,
+                    },
+                    headers={"traceparent": traceparent(f"{i + 1:032x}"), "connection": "close"},
+                )
+                assert response.status_code == 200
+    finally:
+        gateway.stop()  # SIGTERM: every worker flushes its spans and records
+        sandbox.stop()
+    assert "Traceback" not in gateway.output, gateway.output[-3000:]
+    records = read_log(tmp_path / "decisions.jsonl")
+    assert records.corrupt == 0
+    assert sorted(r["trace_id"] for r in records.records) == [f"{i + 1:032x}" for i in range(40)]
+    assert len(records.files) > 1  # rotated while both workers wrote
+    spans = _whole_lines(tmp_path / "spans.jsonl")
+    assert sorted(s["trace_id"] for s in spans if s["kind"] == "SERVER") == [
+        f"{i + 1:032x}" for i in range(40)
+    ]
+    assert len(spans) == 80
+    assert len({r["id"] for r in records.records}) == 40  # request ids unique across workers
+    assert len({r["id"][:12] for r in records.records}) == 2, "both workers served and logged"

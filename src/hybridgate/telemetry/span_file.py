@@ -1,6 +1,7 @@
 """A span exporter that appends one JSON object per finished span to a file (local use, tests).
 
-It runs on the batch span processor's worker thread, never on the event loop. Each line::
+It runs on the span pipeline's worker thread, never on the event loop; several server workers
+may append to one file (each batch under an exclusive lock). Each line::
 
     {"name": "chat hybrid", "kind": "SERVER", "trace_id": "<32 hex>", "span_id": "<16 hex>",
      "parent_span_id": "<16 hex>" | null, "start_ns": ..., "end_ns": ...,
@@ -10,6 +11,7 @@ It runs on the batch span processor's worker thread, never on the event loop. Ea
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from collections.abc import Sequence
@@ -59,7 +61,10 @@ class JsonLinesSpanExporter(SpanExporter):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("ab") as out:
+                    # Several workers may append to one file: one batch at a time, whole lines.
+                    fcntl.flock(out.fileno(), fcntl.LOCK_EX)
                     out.write(lines)
+                    out.flush()
             except OSError as exc:  # a full disk must not take the gateway down
                 log.error("span file %s: %s (%d spans dropped)", self.path, exc, len(spans))
                 return SpanExportResult.FAILURE
