@@ -17,7 +17,17 @@ from rich.console import Console
 from hybridgate import __version__
 from hybridgate.config.loader import LoadedConfig, load_config
 from hybridgate.config.schema import GatewayConfig
-from hybridgate.errors import ConfigError
+from hybridgate.errors import ConfigError, HybridgateError
+
+
+def _add_tenancy_commands(root: typer.Typer) -> None:
+    from hybridgate.cli_tenancy import audit_app, cost_app, keys_app, tenants_app
+
+    root.add_typer(keys_app, name="keys")
+    root.add_typer(tenants_app, name="tenants")
+    root.add_typer(audit_app, name="audit")
+    root.add_typer(cost_app, name="cost")
+
 
 app = typer.Typer(
     name="hybridgate",
@@ -34,6 +44,7 @@ slo_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(slo_app, name="slo")
+_add_tenancy_commands(app)
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
@@ -257,7 +268,11 @@ def serve(
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
-    asgi = create_app(gateway, on_ready=on_ready)
+    try:
+        asgi = create_app(gateway, on_ready=on_ready)
+    except HybridgateError as exc:  # e.g. the key store is locked or unreadable
+        err_console.print(f"[bold red]error:[/] {exc.message}")
+        raise typer.Exit(code=2) from None
     uv_config = uvicorn.Config(
         asgi,
         loop="uvloop",

@@ -40,6 +40,7 @@ from hybridgate.config.schema import (
     ServerConfig,
     TimeoutsConfig,
 )
+from hybridgate.config.tenancy import AuditConfig, BudgetConfig, TenancyConfig
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (hybridgate config reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -74,6 +75,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`resilience.idempotency`", IdempotencyConfig),
     ("`resilience.offline`", OfflineConfig),
     ("`decision_log`", DecisionLogConfig),
+    ("`tenancy`", TenancyConfig),
+    ("`tenancy.budgets[]`", BudgetConfig),
+    ("`tenancy.audit`", AuditConfig),
 ]
 
 

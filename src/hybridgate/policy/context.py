@@ -38,6 +38,8 @@ class ClientIdentity:
     region: str | None = None
     sensitivity: Sensitivity | None = None
     pins_tenant: bool = True
+    models: frozenset[str] | None = None  # logical models it may use (None: all)
+    scopes: frozenset[str] = frozenset({"use", "read", "admin"})
 
 
 ANONYMOUS = ClientIdentity(key_id="anonymous", pins_tenant=False)
@@ -52,6 +54,8 @@ class RequestContext:
     latency_budget_ms: float | None = None
     max_cost_usd: float | None = None
     key_id: str = "anonymous"
+    local_only: str | None = None  # why cloud is excluded for this request (a budget ran out)
+    allowed_models: frozenset[str] | None = None  # the key's model allow-list (None: all)
 
 
 def _declared(headers: Mapping[str, str], metadata: Mapping[str, Any], name: str) -> tuple[str | None, str]:
@@ -155,4 +159,5 @@ def build_context(
         latency_budget_ms=_number(budget, where, positive=True) if budget is not None else None,
         max_cost_usd=_number(ceiling, where_cost, positive=False) if ceiling is not None else None,
         key_id=identity.key_id,
+        allowed_models=identity.models,
     )
