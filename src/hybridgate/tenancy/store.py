@@ -291,11 +291,15 @@ class AsyncStore:
     def __init__(self, store: SQLiteStore) -> None:
         self.sync = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-store")
+        self._closed = False
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self.call(self.sync.close)
         self._thread.shutdown(wait=True)
