@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from hybridgate.cli import app
 from hybridgate.clock import ManualClock
 from hybridgate.config.tenancy import BudgetConfig
-from hybridgate.errors import BudgetExhausted, InvalidRequest, NotFound, StoreUnavailable
+from hybridgate.errors import BudgetExhausted, InvalidRequest, NotFound, RateLimited, StoreUnavailable
 from hybridgate.tenancy.audit import AuditWriter, verify
 from hybridgate.tenancy.budgets import BudgetLedger, MaxCost
 from hybridgate.tenancy.keys import KeyDefaults, new_key, parse_key, secret_matches
+from hybridgate.tenancy.ratelimit import KeyRateLimiter
 from hybridgate.tenancy.store import MIGRATIONS, SpendDelta, SQLiteStore, UsageRow
 
 AUDIT_KEY = b"test-audit-key-0123456789"
@@ -269,3 +270,39 @@ def test_cost_report_cli(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["cost", "report", "-c", config, "--by", "colour"])
     assert bad.exit_code == 1
     assert "unknown dimension" in bad.output
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def test_requests_per_minute_refuse_with_the_wait_and_recover_on_the_clock() -> None:
+    clock = ManualClock()
+    limiter = KeyRateLimiter(clock)
+    for _ in range(3):
+        limiter.admit("k", 3, None, 10)
+    with pytest.raises(RateLimited) as refused:
+        limiter.admit("k", 3, None, 10)
+    assert refused.value.status == 429
+    assert refused.value.retry_after == pytest.approx(20.0)
+    limiter.admit("other", 3, None, 10)  # keys are limited separately
+    clock.advance(19.9)
+    with pytest.raises(RateLimited):
+        limiter.admit("k", 3, None, 10)
+    clock.advance(0.1)
+    limiter.admit("k", 3, None, 10)
+
+
+def test_tokens_per_minute_are_corrected_by_actual_usage() -> None:
+    clock = ManualClock()
+    limiter = KeyRateLimiter(clock)
+    first = limiter.admit("k", None, 1000, 600)
+    with pytest.raises(RateLimited, match="1000 tokens per minute"):
+        limiter.admit("k", None, 1000, 600)
+    limiter.settle(first, 100)  # it used far fewer than estimated: the rest is given back
+    limiter.admit("k", None, 1000, 600)
+    with pytest.raises(RateLimited, match="exceed"):
+        limiter.admit("k", None, 1000, 1001)
+    # A refusal on tokens does not use up a request slot.
+    with pytest.raises(RateLimited):
+        limiter.admit("k", 1, 1000, 900)
+    limiter.admit("k", 1, None, 0)

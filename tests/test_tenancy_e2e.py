@@ -26,6 +26,7 @@ ADMIN = "sk-admin-config-key-0123456789"
 ACME = "sk-acme-config-key-0123456789"
 BETA = "sk-beta-config-key-0123456789"
 GAMMA = "sk-gamma-config-key-0123456789"
+DELTA = "sk-delta-config-key-0123456789"
 LIMIT_USD = 10.0
 ALREADY_SPENT = 9.9  # nearly exhausted: room for a handful of requests
 USD_PER_TOKEN = 0.001  # 1000 USD per million tokens, prompt and completion
@@ -53,6 +54,7 @@ server:
       - {{key: {ACME}, tenant: acme, scopes: [use]}}
       - {{key: {BETA}, tenant: beta, scopes: [use]}}
       - {{key: {GAMMA}, tenant: gamma, scopes: [use]}}
+      - {{key: {DELTA}, tenant: delta, scopes: [use], rpm: 2}}
 classes:
   default:
     latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
@@ -163,6 +165,26 @@ def test_token_budget_refuses_in_the_clients_format(env: dict[str, Any]) -> None
     assert "budget 'gamma-month'" in body["error"]["message"]
 
 
+def test_rate_limit_is_429_with_retry_after_in_the_clients_format(env: dict[str, Any]) -> None:
+    url = f"{env['base']}/v1/chat/completions"
+    headers = {"authorization": f"Bearer {DELTA}"}
+    for _ in range(2):
+        assert httpx.post(url, json=_chat(), headers=headers, timeout=30).status_code == 200
+    limited = httpx.post(url, json=_chat(), headers=headers, timeout=30)
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 30
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    anthropic = httpx.post(
+        f"{env['base']}/v1/messages",
+        json={"model": "m", "max_tokens": 10, "messages": HI},
+        headers={"x-api-key": DELTA, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert anthropic.status_code == 429
+    assert anthropic.json()["error"]["type"] == "rate_limit_error"
+    assert "retry-after" in anthropic.headers
+
+
 def test_store_keys_serve_inference(env: dict[str, Any]) -> None:
     response = httpx.get(
         f"{env['base']}/v1/models", headers={"authorization": f"Bearer {env['store_key']}"}, timeout=30
@@ -184,14 +206,14 @@ def test_no_secret_is_written_anywhere(env: dict[str, Any]) -> None:
     }
     assert {"decisions.jsonl", "audit.jsonl", "tenants.db"} <= set(places)
     for where, content in places.items():
-        for secret in (PROVIDER_KEY, ADMIN, ACME, BETA, GAMMA, store_secret):
+        for secret in (PROVIDER_KEY, ADMIN, ACME, BETA, GAMMA, DELTA, store_secret):
             assert secret.encode() not in content, f"{secret[:8]}... found in {where}"
     store = SQLiteStore(folder / "tenants.db")  # the spend was persisted, within the limit
     spent = store.spend(lambda _: period_key("day", time.time()), ["acme-day"])["acme-day"].usd
     rows = store.usage()
     store.close()
     assert ALREADY_SPENT < spent <= LIMIT_USD + (2 * 5 + 10) * USD_PER_TOKEN
-    assert {r.tenant for r in rows} == {"acme", "beta"}
+    assert {r.tenant for r in rows} == {"acme", "beta", "delta"}
     trail = places["audit.jsonl"].decode()
     assert '"event":"route"' in trail  # cloud answers were audited
     assert '"event":"budget_local_only"' in trail

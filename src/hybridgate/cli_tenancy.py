@@ -112,6 +112,10 @@ def keys_create(
     ] = None,
     region: Annotated[str | None, typer.Option(help="Origin region of its data (pinned).")] = None,
     sensitivity: Annotated[str | None, typer.Option(help="Minimum sensitivity of its requests.")] = None,
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute (default: tenancy.rate_limits).")
+    ] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: tenancy.rate_limits).")] = None,
 ) -> None:
     """Create a key. It is printed once, on stdout; only its hash is stored."""
     body = {
@@ -123,6 +127,8 @@ def keys_create(
         "models": model,
         "region": region,
         "sensitivity": sensitivity,
+        "rpm": rpm,
+        "tpm": tpm,
     }
     with _admin(config) as admin:
         record, token = admin.create_key(parse(KeySpec, body), _actor())

@@ -102,5 +102,7 @@ def _identity(entry: SecretStr | ClientKey, digest: bytes) -> ClientIdentity:
         region=entry.region,
         sensitivity=entry.sensitivity,
         models=frozenset(entry.models) if entry.models is not None else None,
+        rpm=entry.rpm,
+        tpm=entry.tpm,
         scopes=frozenset(entry.scopes) if entry.scopes is not None else frozenset({"use", "read", "admin"}),
     )

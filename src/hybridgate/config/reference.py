@@ -40,7 +40,7 @@ from hybridgate.config.schema import (
     ServerConfig,
     TimeoutsConfig,
 )
-from hybridgate.config.tenancy import AuditConfig, BudgetConfig, TenancyConfig
+from hybridgate.config.tenancy import AuditConfig, BudgetConfig, RateLimitConfig, TenancyConfig
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (hybridgate config reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -76,6 +76,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`resilience.offline`", OfflineConfig),
     ("`decision_log`", DecisionLogConfig),
     ("`tenancy`", TenancyConfig),
+    ("`tenancy.rate_limits`", RateLimitConfig),
     ("`tenancy.budgets[]`", BudgetConfig),
     ("`tenancy.audit`", AuditConfig),
 ]

@@ -43,6 +43,8 @@ class ClientKey(Strict):
     region: str | None = Field(None, description="Origin region of its data (clients cannot change it).")
     sensitivity: Sensitivity | None = Field(None, description="Minimum declared sensitivity of its requests.")
     models: list[Name] | None = Field(None, description="Logical models it may use (default: all).")
+    rpm: int | None = Field(None, gt=0, description="Requests per minute (default: tenancy.rate_limits.rpm).")
+    tpm: int | None = Field(None, gt=0, description="Tokens per minute (default: tenancy.rate_limits.tpm).")
     scopes: list[Scope] | None = Field(
         None, description="use (inference), read (metrics, dashboard data), admin (admin API); default: all."
     )

@@ -54,6 +54,15 @@ class AuditConfig(Strict):
         return self
 
 
+class RateLimitConfig(Strict):
+    """Default rate limits of every key that sets none (429 + Retry-After when reached)."""
+
+    rpm: int | None = Field(None, gt=0, description="Requests per minute per key; none = unlimited.")
+    tpm: int | None = Field(
+        None, gt=0, description="Tokens (prompt + max output) per minute per key; none = unlimited."
+    )
+
+
 class TenancyConfig(Strict):
     """Tenants and API keys in a store, budgets, and the audit trail."""
 
@@ -66,6 +75,9 @@ class TenancyConfig(Strict):
         5.0,
         ge=0,
         description="How long a key lookup is cached; a revocation elsewhere takes effect within it.",
+    )
+    rate_limits: RateLimitConfig = Field(
+        default_factory=RateLimitConfig, description="Default per-key rate limits."
     )
     budgets: list[BudgetConfig] = Field(default_factory=list, description="Budgets per tenant or key.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Audit trail.")

@@ -39,6 +39,8 @@ class ClientIdentity:
     sensitivity: Sensitivity | None = None
     pins_tenant: bool = True
     models: frozenset[str] | None = None  # logical models it may use (None: all)
+    rpm: int | None = None  # requests per minute (None: tenancy.rate_limits)
+    tpm: int | None = None  # tokens per minute (None: tenancy.rate_limits)
     scopes: frozenset[str] = frozenset({"use", "read", "admin"})
 
 
@@ -56,6 +58,8 @@ class RequestContext:
     key_id: str = "anonymous"
     local_only: str | None = None  # why cloud is excluded for this request (a budget ran out)
     allowed_models: frozenset[str] | None = None  # the key's model allow-list (None: all)
+    rpm: int | None = None  # the key's rate limits (None: the configured default)
+    tpm: int | None = None
 
 
 def _declared(headers: Mapping[str, str], metadata: Mapping[str, Any], name: str) -> tuple[str | None, str]:
@@ -160,4 +164,6 @@ def build_context(
         max_cost_usd=_number(ceiling, where_cost, positive=False) if ceiling is not None else None,
         key_id=identity.key_id,
         allowed_models=identity.models,
+        rpm=identity.rpm,
+        tpm=identity.tpm,
     )

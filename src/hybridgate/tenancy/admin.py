@@ -39,6 +39,8 @@ class KeySpec(Strict):
     models: list[Name] | None = None
     region: str | None = Field(None, min_length=1, max_length=64)
     sensitivity: Sensitivity | None = None
+    rpm: int | None = Field(None, gt=0, description="Requests per minute (default: tenancy.rate_limits).")
+    tpm: int | None = Field(None, gt=0, description="Tokens per minute (default: tenancy.rate_limits).")
 
 
 class RevokeSpec(Strict):
@@ -89,6 +91,8 @@ class Admin:
             tuple(spec.models) if spec.models is not None else None,
             spec.region,
             spec.sensitivity,
+            spec.rpm,
+            spec.tpm,
         )
         record = self.store.create_key(
             key,

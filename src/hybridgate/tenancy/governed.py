@@ -14,14 +14,16 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from hybridgate.errors import PermissionDenied, SensitiveDataRefused, StoreUnavailable
+from hybridgate.errors import BudgetExhausted, PermissionDenied, SensitiveDataRefused, StoreUnavailable
 from hybridgate.gateway import Gateway, Served
 from hybridgate.policy.context import ClientIdentity, RequestContext
 from hybridgate.policy.planner import estimate_prompt_tokens
 from hybridgate.tenancy.audit import AuditLog
 from hybridgate.tenancy.budgets import BudgetLedger, MaxCost, Reservation
+from hybridgate.tenancy.ratelimit import Admission, KeyRateLimiter
 from hybridgate.tenancy.store import AsyncStore, SpendDelta, UsageRow
 from hybridgate.types import (
     Completion,
@@ -84,8 +86,11 @@ class GovernedGateway:
         budgets: BudgetLedger | None,
         recorder: SpendRecorder | None,
         audit: AuditLog | None,
+        limiter: KeyRateLimiter | None = None,
     ) -> None:
         self.gateway = gateway
+        self.limiter = limiter
+        self.default_limits = gateway.config.tenancy.rate_limits
         self.budgets = budgets
         self.recorder = recorder
         self.audit = audit
@@ -126,35 +131,48 @@ class GovernedGateway:
                 worst_local = max(worst_local, cost)
         return MaxCost(worst, worst_local, worst_tokens)
 
-    def _admit(
-        self, model: str, prompt_tokens: int, max_tokens: int | None, ctx: RequestContext
-    ) -> tuple[Reservation | None, RequestContext]:
+    def _admit(self, model: str, prompt_tokens: int, max_tokens: int | None, ctx: RequestContext) -> _Ticket:
+        """Model allow-list, rate limits, then budgets: 403, 429 or 402 before anything is sent."""
         self._check_model(model, ctx)
+        ticket = _Ticket(ctx)
+        if self.limiter is not None:
+            rpm = ctx.rpm or self.default_limits.rpm
+            tpm = ctx.tpm or self.default_limits.tpm
+            if rpm is not None or tpm is not None:
+                expected = max_tokens
+                if expected is None:
+                    expected = self.gateway.policy.classes[ctx.workload_class].expected_output_tokens
+                ticket.rate = self.limiter.admit(ctx.key_id, rpm, tpm, prompt_tokens + expected)
         if self.budgets is None or not self.budgets.applicable(ctx.tenant, ctx.key_id):
-            return None, ctx
+            return ticket
         cost = self._max_cost(model, prompt_tokens, max_tokens, ctx)
         may_go_local = self.gateway.policy.classes[ctx.workload_class].placement != "cloud-only"
-        reservation = self.budgets.reserve(ctx.tenant, ctx.key_id, cost, may_go_local=may_go_local)
+        try:
+            reservation = self.budgets.reserve(ctx.tenant, ctx.key_id, cost, may_go_local=may_go_local)
+        except BudgetExhausted:
+            self._refund(ticket)
+            raise
+        ticket.reservation = reservation
         if reservation.local_only is not None:
-            ctx = _with_local_only(ctx, reservation.local_only)
+            ticket.ctx = dataclasses.replace(ctx, local_only=reservation.local_only)
             if self.audit is not None:
                 self.audit.record(
                     "budget_local_only", tenant=ctx.tenant, key=ctx.key_id, reason=reservation.local_only
                 )
-        return reservation, ctx
+        return ticket
 
-    def _settle(
-        self,
-        reservation: Reservation | None,
-        served: Served,
-        ctx: RequestContext,
-        prompt: int,
-        completion: int,
-    ) -> None:
+    def _refund(self, ticket: _Ticket) -> None:
+        if ticket.rate is not None and self.limiter is not None:
+            self.limiter.settle(ticket.rate, 0)
+
+    def _settle(self, ticket: _Ticket, served: Served, prompt: int, completion: int) -> None:
+        ctx = ticket.ctx
         usd = float(served.extra.get("cost_usd", 0.0))
-        deltas = (
-            self.budgets.settle(reservation, usd, prompt + completion) if reservation and self.budgets else []
-        )
+        if ticket.rate is not None and self.limiter is not None:
+            self.limiter.settle(ticket.rate, prompt + completion)
+        deltas: list[SpendDelta] = []
+        if ticket.reservation is not None and self.budgets is not None:
+            deltas = self.budgets.settle(ticket.reservation, usd, prompt + completion)
         if self.recorder is not None:
             row = None
             if served.memory is None:
@@ -166,9 +184,12 @@ class GovernedGateway:
             self.recorder.add(deltas, row)
         self._audit_route(served, ctx)
 
-    def _release(self, reservation: Reservation | None, ctx: RequestContext, exc: BaseException) -> None:
-        if reservation is not None and self.budgets is not None:
-            self.budgets.release(reservation)
+    def _release(self, ticket: _Ticket, exc: BaseException) -> None:
+        """The request failed before an answer: give back its reservation and token charge."""
+        self._refund(ticket)
+        if ticket.reservation is not None and self.budgets is not None:
+            self.budgets.release(ticket.reservation)
+        ctx = ticket.ctx
         if isinstance(exc, SensitiveDataRefused) and self.audit is not None:
             self.audit.record(
                 "sensitive_refused", tenant=ctx.tenant, key=ctx.key_id, workload_class=ctx.workload_class
@@ -208,14 +229,14 @@ class GovernedGateway:
         idempotency_key: str | None = None,
     ) -> tuple[Served, Completion]:
         prompt = estimate_prompt_tokens(request)
-        reservation, ctx = self._admit(request.model, prompt, request.max_tokens, ctx)
+        ticket = self._admit(request.model, prompt, request.max_tokens, ctx)
         try:
-            served, completion = await self.gateway.complete(request, ctx, arrived, idempotency_key)
+            served, completion = await self.gateway.complete(request, ticket.ctx, arrived, idempotency_key)
         except BaseException as exc:
-            self._release(reservation, ctx, exc)
+            self._release(ticket, exc)
             raise
         usage = completion.usage
-        self._settle(reservation, served, ctx, usage.prompt_tokens, usage.completion_tokens)
+        self._settle(ticket, served, usage.prompt_tokens, usage.completion_tokens)
         return served, completion
 
     async def open_stream(
@@ -226,20 +247,19 @@ class GovernedGateway:
         idempotency_key: str | None = None,
     ) -> tuple[Served, AsyncIterator[StreamEvent]]:
         prompt = estimate_prompt_tokens(request)
-        reservation, ctx = self._admit(request.model, prompt, request.max_tokens, ctx)
+        ticket = self._admit(request.model, prompt, request.max_tokens, ctx)
         try:
-            served, events = await self.gateway.open_stream(request, ctx, arrived, idempotency_key)
+            served, events = await self.gateway.open_stream(request, ticket.ctx, arrived, idempotency_key)
         except BaseException as exc:
-            self._release(reservation, ctx, exc)
+            self._release(ticket, exc)
             raise
-        return served, self._settled_stream(events, served, ctx, reservation)
+        return served, self._settled_stream(events, served, ticket)
 
     async def _settled_stream(
         self,
         events: AsyncIterator[StreamEvent],
         served: Served,
-        ctx: RequestContext,
-        reservation: Reservation | None,
+        ticket: _Ticket,
     ) -> AsyncIterator[StreamEvent]:
         end: StreamEnd | None = None
         try:
@@ -254,9 +274,8 @@ class GovernedGateway:
             # The gateway has accounted the stream by now: charge what it cost, even a stream cut short.
             usage = end.usage if end is not None and end.usage is not None else None
             self._settle(
-                reservation,
+                ticket,
                 served,
-                ctx,
                 usage.prompt_tokens if usage else 0,
                 usage.completion_tokens if usage else 0,
             )
@@ -265,13 +284,13 @@ class GovernedGateway:
         self, request: EmbeddingRequest, ctx: RequestContext, arrived: float
     ) -> tuple[Served, EmbeddingResult]:
         prompt = sum(len(text) for text in request.inputs) // 4 + 1
-        reservation, ctx = self._admit(request.model, prompt, 0, ctx)
+        ticket = self._admit(request.model, prompt, 0, ctx)
         try:
-            served, result = await self.gateway.embed(request, ctx, arrived)
+            served, result = await self.gateway.embed(request, ticket.ctx, arrived)
         except BaseException as exc:
-            self._release(reservation, ctx, exc)
+            self._release(ticket, exc)
             raise
-        self._settle(reservation, served, ctx, result.usage.prompt_tokens, 0)
+        self._settle(ticket, served, result.usage.prompt_tokens, 0)
         return served, result
 
     async def close(self) -> None:
@@ -279,5 +298,10 @@ class GovernedGateway:
             await self.recorder.drain()
 
 
-def _with_local_only(ctx: RequestContext, reason: str) -> RequestContext:
-    return dataclasses.replace(ctx, local_only=reason)
+@dataclass(slots=True)
+class _Ticket:
+    """One admitted request: its context (local-only if a budget said so) and what it holds."""
+
+    ctx: RequestContext
+    reservation: Reservation | None = None
+    rate: Admission | None = None

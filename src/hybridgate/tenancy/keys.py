@@ -66,6 +66,8 @@ class KeyDefaults:
     models: tuple[str, ...] | None = None
     region: str | None = None
     sensitivity: Sensitivity | None = None
+    rpm: int | None = None
+    tpm: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,8 @@ class KeyDefaults:
             "models": list(self.models) if self.models is not None else None,
             "region": self.region,
             "sensitivity": self.sensitivity,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
         }
 
     @classmethod
@@ -85,6 +89,8 @@ class KeyDefaults:
             models=tuple(models) if models is not None else None,
             region=data.get("region"),
             sensitivity=data.get("sensitivity"),
+            rpm=data.get("rpm"),
+            tpm=data.get("tpm"),
         )
 
 
@@ -116,6 +122,8 @@ class KeyRecord:
             sensitivity=d.sensitivity,
             models=frozenset(d.models) if d.models is not None else None,
             scopes=self.scopes,
+            rpm=d.rpm,
+            tpm=d.tpm,
         )
 
     def public(self) -> dict[str, Any]:

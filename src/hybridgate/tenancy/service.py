@@ -11,6 +11,7 @@ from hybridgate.gateway import Gateway
 from hybridgate.tenancy.audit import AuditLog, AuditWriter
 from hybridgate.tenancy.budgets import BudgetLedger
 from hybridgate.tenancy.governed import GovernedGateway, SpendRecorder
+from hybridgate.tenancy.ratelimit import KeyRateLimiter
 from hybridgate.tenancy.store import AsyncStore, SQLiteStore
 
 log = logging.getLogger("hybridgate.tenancy")
@@ -49,7 +50,8 @@ class Tenancy:
         self.recorder = SpendRecorder(self.store) if self.store is not None else None
         writer = audit_writer(gateway.loaded, gateway.clock.wall)
         self.audit = AuditLog(writer) if writer is not None else None
-        self.governed = GovernedGateway(gateway, self.budgets, self.recorder, self.audit)
+        self.limiter = KeyRateLimiter(gateway.clock)
+        self.governed = GovernedGateway(gateway, self.budgets, self.recorder, self.audit, self.limiter)
 
     async def start(self) -> None:
         if self.audit is not None:
