@@ -39,6 +39,7 @@ deployments:
   cloud: {{type: openai, base_url: "http://127.0.0.1:9/v1", model: gpt-4o-mini}}
 models:
   m: {{deployments: [cloud]}}
+  other: {{deployments: [cloud]}}
 tenancy:
   {tenancy}
   key_cache_ttl_s: 5
@@ -204,6 +205,40 @@ async def test_disabled_auth_is_explicit_and_loud(tmp_path: Path, caplog: pytest
 async def test_readyz_reports_auth_on(env: Harness) -> None:
     ready = await env.call("GET", "/readyz", None)
     assert ready.json()["auth"] == {"enabled": True, "store": True}
+
+
+async def test_a_key_may_use_only_its_models(env: Harness) -> None:
+    await _key(env, "use")
+    created = await env.call(
+        "POST", "/admin/keys", CONFIG_KEY, {"tenant": "acme", "scopes": ["use"], "models": ["other"]}
+    )
+    key = created.json()["key"]
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    denied = await env.call("POST", "/v1/chat/completions", key, body)
+    assert denied.status_code == 403
+    assert "may not use model 'm'" in denied.json()["error"]["message"]
+
+
+async def test_spend_is_kept_and_retried_when_the_store_is_locked(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hybridgate.tenancy.governed import SpendRecorder
+    from hybridgate.tenancy.store import AsyncStore, SpendDelta
+
+    store = AsyncStore(SQLiteStore(tmp_path / "t.db", busy_timeout_s=0.05))
+    recorder = SpendRecorder(store)
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    recorder.add([SpendDelta("b", "2026-11", 1.0, 5, 0.0)], None)
+    await recorder.drain()
+    assert recorder.failures >= 1
+    other.execute("ROLLBACK")
+    other.close()
+    recorder.add([SpendDelta("b", "2026-11", 2.0, 5, 0.0)], None)
+    await recorder.drain()
+    spent = await store.call(store.sync.spend, lambda _: "2026-11", ["b"])
+    assert spent["b"].usd == 3.0  # the failed batch was written with the next one
+    await store.close()
 
 
 def test_new_keys_are_unique() -> None:
