@@ -306,3 +306,12 @@ def test_tokens_per_minute_are_corrected_by_actual_usage() -> None:
     with pytest.raises(RateLimited):
         limiter.admit("k", 1, 1000, 900)
     limiter.admit("k", 1, None, 0)
+
+
+def test_a_corrupt_store_is_a_clear_error(tmp_path: Path) -> None:
+    config = str(_config(tmp_path))
+    (tmp_path / "tenants.db").write_bytes(b"this is not a database" * 100)
+    result = CliRunner().invoke(app, ["keys", "list", "-c", config])
+    assert result.exit_code == 1
+    assert "the store failed: file is not a database" in result.output
+    assert "Traceback" not in result.output
