@@ -245,6 +245,24 @@ def test_keys_and_tenants_cli(tmp_path: Path) -> None:
     assert verify(tmp_path / "audit.jsonl", AUDIT_KEY).entries == 3  # create tenant, key, revoke
 
 
+def test_budgets_cli(tmp_path: Path) -> None:
+    config = str(_config(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["budgets", "set", "-c", config, "acme-day", "--tenant", "acme", "--usd", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    listed = orjson.loads(runner.invoke(app, ["budgets", "list", "-c", config]).stdout)
+    assert [(b["name"], b["usd"]) for b in listed] == [("acme-day", 5.0)]
+    bad = runner.invoke(app, ["budgets", "set", "-c", config, "x", "--tenant", "a"])
+    assert bad.exit_code == 1
+    assert "set usd, tokens or both" in bad.output
+    assert runner.invoke(app, ["budgets", "delete", "-c", config, "acme-day"]).exit_code == 0
+    gone = runner.invoke(app, ["budgets", "delete", "-c", config, "acme-day"])
+    assert gone.exit_code == 1
+    assert "unknown budget" in gone.output
+
+
 def test_cost_report_cli(tmp_path: Path) -> None:
     config = str(_config(tmp_path))
     store = SQLiteStore(tmp_path / "tenants.db")

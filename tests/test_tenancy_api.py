@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ ADMIN_ROUTES = [
     ("POST", "/admin/keys", {"tenant": "acme"}),
     ("POST", "/admin/keys/revoke", {"id": "hg_0123456789ab"}),
     ("GET", "/admin/budgets", None),
+    ("POST", "/admin/budgets", {"name": "b", "tenant": "acme", "usd": 1}),
+    ("POST", "/admin/budgets/delete", {"name": "b"}),
 ]
 
 
@@ -43,6 +46,8 @@ models:
 tenancy:
   {tenancy}
   key_cache_ttl_s: 5
+  budgets:
+    - {{name: from-config, tenant: nobody, usd: 1}}
   audit: {{path: audit.jsonl, key: test-audit-key-0123456789}}
 """
     )
@@ -239,6 +244,52 @@ async def test_spend_is_kept_and_retried_when_the_store_is_locked(tmp_path: Path
     spent = await store.call(store.sync.spend, lambda _: "2026-11", ["b"])
     assert spent["b"].usd == 3.0  # the failed batch was written with the next one
     await store.close()
+
+
+async def test_budgets_managed_through_the_admin_api_apply_at_once(env: Harness) -> None:
+    key = (await _key(env, "use"))["key"]
+    chat = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    zero = {"name": "acme-zero", "tenant": "acme", "period": "day", "usd": 0}
+    assert (await env.call("POST", "/admin/budgets", CONFIG_KEY, zero)).status_code == 201
+    refused = await env.call("POST", "/v1/chat/completions", key, chat)
+    assert refused.status_code == 402
+    assert "budget 'acme-zero'" in refused.json()["error"]["message"]
+    listed = (await env.call("GET", "/admin/budgets", CONFIG_KEY)).json()["data"]
+    assert {b["name"] for b in listed} == {"from-config", "acme-zero"}
+    deleted = await env.call("POST", "/admin/budgets/delete", CONFIG_KEY, {"name": "acme-zero"})
+    assert deleted.status_code == 200
+    # No budget now: the request goes on to the (unreachable) upstream.
+    assert (await env.call("POST", "/v1/chat/completions", key, chat)).status_code != 402
+    clash = await env.call(
+        "POST", "/admin/budgets", CONFIG_KEY, {"name": "from-config", "tenant": "a", "usd": 1}
+    )
+    assert clash.status_code == 400
+    assert "defined in the configuration" in clash.json()["error"]["message"]
+    both = await env.call(
+        "POST", "/admin/budgets", CONFIG_KEY, {"name": "x", "tenant": "a", "key": "k", "usd": 1}
+    )
+    assert both.status_code == 400
+    assert "exactly one of tenant or key" in both.json()["error"]["message"]
+    missing = await env.call("POST", "/admin/budgets/delete", CONFIG_KEY, {"name": "nope"})
+    assert missing.status_code == 404
+
+
+async def test_budgets_set_elsewhere_are_picked_up_on_the_clock(env: Harness) -> None:
+    from hybridgate.tenancy.service import BUDGET_RELOAD_S
+
+    key = (await _key(env, "use"))["key"]
+    chat = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    other = SQLiteStore(env.folder / "tenants.db")  # as the CLI does, from another process
+    other.put_budget("acme-cli", {"name": "acme-cli", "tenant": "acme", "usd": 0}, 0.0)
+    other.close()
+    assert (await env.call("POST", "/v1/chat/completions", key, chat)).status_code != 402
+    env.clock.advance(BUDGET_RELOAD_S)
+    for _ in range(200):  # the reload reads the store on its thread
+        if (await env.call("POST", "/v1/chat/completions", key, chat)).status_code == 402:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the budget set elsewhere was not picked up")
 
 
 def test_new_keys_are_unique() -> None:

@@ -21,10 +21,11 @@ from hybridgate.errors import ConfigError, HybridgateError
 
 
 def _add_tenancy_commands(root: typer.Typer) -> None:
-    from hybridgate.cli_tenancy import audit_app, cost_app, keys_app, tenants_app
+    from hybridgate.cli_tenancy import audit_app, budgets_app, cost_app, keys_app, tenants_app
 
     root.add_typer(keys_app, name="keys")
     root.add_typer(tenants_app, name="tenants")
+    root.add_typer(budgets_app, name="budgets")
     root.add_typer(audit_app, name="audit")
     root.add_typer(cost_app, name="cost")
 

@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridgate.config.loader import LoadedConfig, load_config
+from hybridgate.config.tenancy import BudgetConfig
 from hybridgate.errors import ConfigError, HybridgateError
-from hybridgate.tenancy.admin import Admin, KeySpec, RevokeSpec, TenantSpec, parse, writer_sink
+from hybridgate.tenancy.admin import Admin, BudgetName, KeySpec, RevokeSpec, TenantSpec, parse, writer_sink
 from hybridgate.tenancy.audit import verify
 from hybridgate.tenancy.reports import DIMENSIONS, cost_report
 from hybridgate.tenancy.service import audit_writer, config_relative, open_store
@@ -31,6 +32,9 @@ keys_app = typer.Typer(
 )
 tenants_app = typer.Typer(help="Tenants in the store.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+budgets_app = typer.Typer(
+    help="Budgets managed in the store (next to those in the configuration).", no_args_is_help=True
+)
 cost_app = typer.Typer(help="Cost reports from the store's usage ledger.", no_args_is_help=True)
 
 err = Console(stderr=True, soft_wrap=True)
@@ -59,7 +63,8 @@ def _admin(config: Path) -> Iterator[Admin]:
             err.print("[bold red]error:[/] no key store is configured (tenancy.store)")
             raise typer.Exit(code=2)
         try:
-            yield Admin(store, writer_sink(audit_writer(loaded, time.time)), time.time)
+            configured = frozenset(b.name for b in loaded.config.tenancy.budgets)
+            yield Admin(store, writer_sink(audit_writer(loaded, time.time)), time.time, configured)
         finally:
             store.close()
     except HybridgateError as exc:
@@ -166,6 +171,41 @@ def keys_revoke(
     with _admin(config) as admin:
         record = admin.revoke_key(parse(RevokeSpec, {"id": key_id}), _actor())
     err.print(f"[green]✓[/] key hg_{record.key_id} of tenant {record.tenant} revoked")
+
+
+@budgets_app.command("set")
+def budgets_set(
+    config: ConfigPath,
+    name: Annotated[str, typer.Argument(help="Budget name.")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant it limits.")] = None,
+    key: Annotated[str | None, typer.Option(help="The key id it limits (hg_...).")] = None,
+    period: Annotated[str, typer.Option(help="day or month (UTC).")] = "month",
+    usd: Annotated[float | None, typer.Option(help="Money limit, USD.")] = None,
+    tokens: Annotated[int | None, typer.Option(help="Token limit.")] = None,
+    on_exhausted: Annotated[str, typer.Option(help="refuse or local-only.")] = "refuse",
+    local_usd: Annotated[float | None, typer.Option(help="Local allowance once exhausted.")] = None,
+) -> None:
+    """Create or replace a budget (a running server applies it within 10 s)."""
+    body = {"name": name, "tenant": tenant, "key": key, "period": period, "usd": usd, "tokens": tokens,
+            "on_exhausted": on_exhausted, "local_usd": local_usd}  # fmt: skip
+    with _admin(config) as admin:
+        new = admin.set_budget(parse(BudgetConfig, body), _actor())
+    err.print(f"[green]✓[/] budget {name} {'created' if new else 'replaced'}")
+
+
+@budgets_app.command("list")
+def budgets_list(config: ConfigPath) -> None:
+    """The budgets in the store, as JSON (those in the configuration are in its file)."""
+    with _admin(config) as admin:
+        typer.echo(orjson.dumps(admin.store.budgets()).decode())
+
+
+@budgets_app.command("delete")
+def budgets_delete(config: ConfigPath, name: Annotated[str, typer.Argument(help="Budget name.")]) -> None:
+    """Delete a budget from the store."""
+    with _admin(config) as admin:
+        admin.delete_budget(parse(BudgetName, {"name": name}), _actor())
+    err.print(f"[green]✓[/] budget {name} deleted")
 
 
 @audit_app.command("verify")

@@ -6,6 +6,8 @@
     POST /admin/keys                 {"tenant": ..., "scopes": [...], ...}: the key, shown once
     POST /admin/keys/revoke          {"id": "hg_..."}: takes effect at once in this process
     GET  /admin/budgets              each budget's spend in its current period
+    POST /admin/budgets              a budget (as in tenancy.budgets[]): created or replaced
+    POST /admin/budgets/delete       {"name": ...}
 
 Every admin action is written to the audit trail with the acting key's id.
 """
@@ -18,9 +20,10 @@ from typing import Any
 from hybridgate.api.asgi import Handler, JSONResponse, Request, Response
 from hybridgate.api.auth import ClientAuth
 from hybridgate.api.http import read_json
+from hybridgate.config.tenancy import BudgetConfig
 from hybridgate.errors import InvalidRequest
 from hybridgate.gateway import Gateway
-from hybridgate.tenancy.admin import Admin, KeySpec, RevokeSpec, TenantSpec, parse
+from hybridgate.tenancy.admin import Admin, BudgetName, KeySpec, RevokeSpec, TenantSpec, parse
 from hybridgate.tenancy.service import Tenancy
 
 _MAX_ADMIN_BODY = 64 * 1024
@@ -34,7 +37,8 @@ class TenancyRoutes:
         audit = tenancy.audit
         sink = (lambda r: audit.record(r.pop("event"), **r)) if audit is not None else None
         store = tenancy.store
-        self.admin = Admin(store.sync, sink, gateway.clock.wall) if store is not None else None
+        configured = frozenset(b.name for b in gateway.config.tenancy.budgets)
+        self.admin = Admin(store.sync, sink, gateway.clock.wall, configured) if store is not None else None
 
     def admin_routes(self, route: Callable[..., Any]) -> dict[str, dict[str, Any]]:
         def admin(handler: Handler) -> Any:
@@ -44,7 +48,8 @@ class TenancyRoutes:
             "/admin/tenants": {"GET": admin(self.tenants), "POST": admin(self.create_tenant)},
             "/admin/keys": {"GET": admin(self.keys), "POST": admin(self.create_key)},
             "/admin/keys/revoke": {"POST": admin(self.revoke_key)},
-            "/admin/budgets": {"GET": admin(self.budgets)},
+            "/admin/budgets": {"GET": admin(self.budgets), "POST": admin(self.set_budget)},
+            "/admin/budgets/delete": {"POST": admin(self.delete_budget)},
         }
 
     async def readyz(self, request: Request) -> Response:
@@ -87,6 +92,20 @@ class TenancyRoutes:
         record = await self._call(admin.revoke_key, spec, request.identity.key_id)
         self.auth.forget(record.key_id)
         return JSONResponse(record.public())
+
+    async def set_budget(self, request: Request) -> Response:
+        admin = self._admin()
+        spec = parse(BudgetConfig, await read_json(request, _MAX_ADMIN_BODY))
+        new = await self._call(admin.set_budget, spec, request.identity.key_id)
+        await self.tenancy.reload_budgets()  # in force for the next request
+        return JSONResponse(spec.model_dump(), status=201 if new else 200)
+
+    async def delete_budget(self, request: Request) -> Response:
+        admin = self._admin()
+        spec = parse(BudgetName, await read_json(request, _MAX_ADMIN_BODY))
+        await self._call(admin.delete_budget, spec, request.identity.key_id)
+        await self.tenancy.reload_budgets()
+        return JSONResponse({"name": spec.name, "deleted": True})
 
     async def budgets(self, request: Request) -> Response:
         ledger = self.tenancy.budgets

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 from hybridgate.config.base import Name, Strict
 from hybridgate.config.governance import Sensitivity
 from hybridgate.config.schema import Scope
+from hybridgate.config.tenancy import BudgetConfig
 from hybridgate.errors import InvalidRequest
 from hybridgate.tenancy.audit import AuditWriter
 from hybridgate.tenancy.keys import PREFIX, KeyDefaults, KeyRecord, new_key
@@ -43,6 +44,10 @@ class KeySpec(Strict):
     tpm: int | None = Field(None, gt=0, description="Tokens per minute (default: tenancy.rate_limits).")
 
 
+class BudgetName(Strict):
+    name: Name
+
+
 class RevokeSpec(Strict):
     id: str = Field(..., min_length=1, max_length=64, description="The key id, hg_<id>.")
 
@@ -67,11 +72,16 @@ class Admin:
     """Administration over a synchronous store (call it off the event loop in the server)."""
 
     def __init__(
-        self, store: SQLiteStore, audit: Callable[[dict[str, Any]], None] | None, now: Callable[[], float]
+        self,
+        store: SQLiteStore,
+        audit: Callable[[dict[str, Any]], None] | None,
+        now: Callable[[], float],
+        configured_budgets: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self._audit = audit
         self._now = now
+        self._configured = configured_budgets
 
     def _record(self, actor: str, action: str, **target: Any) -> None:
         if self._audit is not None:
@@ -111,6 +121,24 @@ class Admin:
         record = self.store.revoke_key(key_id_of(spec.id), self._now())
         self._record(actor, "key.revoke", tenant=record.tenant, key=PREFIX + record.key_id)
         return record
+
+    def set_budget(self, spec: BudgetConfig, actor: str) -> bool:
+        """Create or replace a budget in the store; True when it is new."""
+        if spec.name in self._configured:
+            raise InvalidRequest(f"budget {spec.name!r} is defined in the configuration; change it there")
+        new = self.store.put_budget(spec.name, spec.model_dump(), self._now())
+        self._record(actor, "budget.set", **_budget_fields(spec))
+        return new
+
+    def delete_budget(self, spec: BudgetName, actor: str) -> None:
+        if spec.name in self._configured:
+            raise InvalidRequest(f"budget {spec.name!r} is defined in the configuration; change it there")
+        self.store.delete_budget(spec.name)
+        self._record(actor, "budget.delete", budget=spec.name)
+
+
+def _budget_fields(spec: BudgetConfig) -> dict[str, Any]:
+    return {"budget": spec.name, **{k: v for k, v in spec.model_dump().items() if k != "name"}}
 
 
 def writer_sink(writer: AuditWriter | None) -> Callable[[dict[str, Any]], None] | None:

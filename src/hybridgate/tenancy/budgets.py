@@ -88,10 +88,26 @@ class BudgetLedger:
     """The reservation ledger of every configured budget (in process; spend persisted by the caller)."""
 
     def __init__(self, budgets: Sequence[BudgetConfig], wall: Callable[[], float]) -> None:
+        self._configured = list(budgets)
         self._budgets = list(budgets)
         self._wall = wall
         self._accounts: dict[str, Account] = {}
         self.refused = 0
+
+    @property
+    def configured(self) -> frozenset[str]:
+        """Names of the budgets in the configuration (the store cannot override them)."""
+        return frozenset(b.name for b in self._configured)
+
+    def replace_managed(self, managed: Sequence[BudgetConfig]) -> list[str]:
+        """Set the budgets managed in the store (besides the configured ones); returns the names
+        that are new to this ledger (their recorded spend should be loaded)."""
+        configured = self.configured
+        self._budgets = [*self._configured, *(b for b in managed if b.name not in configured)]
+        names = {b.name for b in self._budgets}
+        for gone in set(self._accounts) - names:
+            del self._accounts[gone]
+        return [b.name for b in self._budgets if b.name not in self._accounts]
 
     @property
     def names(self) -> list[str]:
@@ -102,10 +118,12 @@ class BudgetLedger:
         return period_key(config.period, self._wall())
 
     def load(self, spent: dict[str, SpendDelta]) -> None:
-        """Start from the spend already recorded in the store for the current periods."""
+        """Start the budgets named in ``spent`` from what the store recorded for their periods."""
         for budget in self._budgets:
+            if budget.name not in spent:
+                continue
             account = self._account(budget)
-            if (s := spent.get(budget.name)) is not None and s.period == account.period:
+            if (s := spent[budget.name]).period == account.period:
                 account.usd, account.tokens, account.local_usd = s.usd, s.tokens, s.local_usd
 
     def _account(self, budget: BudgetConfig) -> Account:
@@ -113,6 +131,8 @@ class BudgetLedger:
         account = self._accounts.get(budget.name)
         if account is None or account.period != period:  # a new day or month starts from zero
             account = self._accounts[budget.name] = Account(budget, period)
+        elif account.config is not budget:  # changed through the admin API or the CLI
+            account.config = budget
         return account
 
     def applicable(self, tenant: str, key_id: str) -> list[Account]:

@@ -60,6 +60,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_ts ON usage (ts);
     """,
+    # 2: budgets managed at run time (admin API, CLI), next to those in the configuration
+    """
+    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
 )
 
 
@@ -230,6 +234,28 @@ class SQLiteStore:
         if not changed:
             raise InvalidRequest(f"key hg_{key_id} was already revoked")
         return record
+
+    # ------------------------------------------------------------------ budgets
+
+    def put_budget(self, name: str, spec: dict[str, Any], now: float) -> bool:
+        """Create or replace a budget; True when it is new."""
+        new = not self._read("SELECT 1 FROM budgets WHERE name = ?", (name,))
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO budgets (name, spec, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+                (name, json.dumps(spec), now),
+            )
+        return new
+
+    def delete_budget(self, name: str) -> None:
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM budgets WHERE name = ?", (name,)).rowcount
+        if not deleted:
+            raise NotFound(f"unknown budget {name!r}")
+
+    def budgets(self) -> list[dict[str, Any]]:
+        return [json.loads(spec) for (spec,) in self._read("SELECT spec FROM budgets ORDER BY name")]
 
     # ------------------------------------------------------------------ spend and usage
 
