@@ -27,6 +27,7 @@ ACME = "sk-acme-config-key-0123456789"
 BETA = "sk-beta-config-key-0123456789"
 GAMMA = "sk-gamma-config-key-0123456789"
 DELTA = "sk-delta-config-key-0123456789"
+EPSILON = "sk-epsilon-config-key-0123456789"
 LIMIT_USD = 10.0
 ALREADY_SPENT = 9.9  # nearly exhausted: room for a handful of requests
 USD_PER_TOKEN = 0.001  # 1000 USD per million tokens, prompt and completion
@@ -55,6 +56,7 @@ server:
       - {{key: {BETA}, tenant: beta, scopes: [use]}}
       - {{key: {GAMMA}, tenant: gamma, scopes: [use]}}
       - {{key: {DELTA}, tenant: delta, scopes: [use], rpm: 2}}
+      - {{key: {EPSILON}, tenant: epsilon, scopes: [use]}}
 classes:
   default:
     latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
@@ -97,7 +99,14 @@ tenancy:
         store_key = created.stdout.strip().splitlines()[-1]
         proc, base = start_gateway(config)
         procs.append(proc)
-        yield {"base": base, "folder": folder, "proc": proc, "store_key": store_key, "seen": []}
+        yield {
+            "base": base,
+            "folder": folder,
+            "proc": proc,
+            "store_key": store_key,
+            "seen": [],
+            "local_url": local_url,
+        }
     finally:
         for p in reversed(procs):
             p.stop()
@@ -185,6 +194,29 @@ def test_rate_limit_is_429_with_retry_after_in_the_clients_format(env: dict[str,
     assert "retry-after" in anthropic.headers
 
 
+def test_a_request_cannot_choose_its_upstream_or_credentials(env: dict[str, Any]) -> None:
+    """No SSRF: URLs and credentials in the body or headers do not redirect the call."""
+    elsewhere = env["local_url"]
+    before = len(httpx.get(f"{elsewhere}/sandbox/stats").json()["requests"])
+    body = {
+        **_chat("m"),
+        "base_url": f"{elsewhere}/v1",
+        "api_base": f"{elsewhere}/v1",
+        "api_key": "sk-attacker-chosen-key",
+    }
+    headers = {
+        "authorization": f"Bearer {EPSILON}",
+        "x-hybridgate-base-url": elsewhere,
+        "x-hybridgate-deployment": "local",
+        "openai-base-url": elsewhere,
+    }
+    response = httpx.post(f"{env['base']}/v1/chat/completions", json=body, headers=headers, timeout=30)
+    env["seen"].append(response.text)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-hybridgate-deployment"] == "cloud"
+    assert len(httpx.get(f"{elsewhere}/sandbox/stats").json()["requests"]) == before
+
+
 def test_store_keys_serve_inference(env: dict[str, Any]) -> None:
     response = httpx.get(
         f"{env['base']}/v1/models", headers={"authorization": f"Bearer {env['store_key']}"}, timeout=30
@@ -206,14 +238,14 @@ def test_no_secret_is_written_anywhere(env: dict[str, Any]) -> None:
     }
     assert {"decisions.jsonl", "audit.jsonl", "tenants.db"} <= set(places)
     for where, content in places.items():
-        for secret in (PROVIDER_KEY, ADMIN, ACME, BETA, GAMMA, DELTA, store_secret):
+        for secret in (PROVIDER_KEY, ADMIN, ACME, BETA, GAMMA, DELTA, EPSILON, store_secret):
             assert secret.encode() not in content, f"{secret[:8]}... found in {where}"
     store = SQLiteStore(folder / "tenants.db")  # the spend was persisted, within the limit
     spent = store.spend(lambda _: period_key("day", time.time()), ["acme-day"])["acme-day"].usd
     rows = store.usage()
     store.close()
     assert ALREADY_SPENT < spent <= LIMIT_USD + (2 * 5 + 10) * USD_PER_TOKEN
-    assert {r.tenant for r in rows} == {"acme", "beta", "delta"}
+    assert {r.tenant for r in rows} == {"acme", "beta", "delta", "epsilon"}
     trail = places["audit.jsonl"].decode()
     assert '"event":"route"' in trail  # cloud answers were audited
     assert '"event":"budget_local_only"' in trail
