@@ -17,7 +17,11 @@ class BudgetConfig(Strict):
 
     name: Name = Field(..., description="Named in errors, logs and metrics.")
     tenant: Name | None = Field(None, description="The tenant it limits (set tenant or key).")
-    key: str | None = Field(None, description="The key id it limits (hg_<id>, from `hybridgate keys list`).")
+    key: str | None = Field(
+        None,
+        description="The key id it limits: hg_<id> for a store key, or a config key's key-<fingerprint> "
+        "(as in the decision log).",
+    )
     period: BudgetPeriod = Field("month", description="Spend resets at the start of each UTC day or month.")
     usd: float | None = Field(None, ge=0, description="Money limit, USD (cloud and local cost together).")
     tokens: int | None = Field(None, ge=0, description="Token limit (prompt plus completion).")
