@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from hybridgate.config.base import Name, Strict
 
@@ -72,8 +72,8 @@ class TenancyConfig(Strict):
 
     store: str | None = Field(
         None,
-        description="SQLite file of tenants, keys and spend (relative to the config); none = no store "
-        "(config keys only). postgresql:// URLs are not supported yet.",
+        description="Store of tenants, keys, budgets and spend: a SQLite file (relative to the config) "
+        "or a postgresql:// URL (use ${ENV} for its password); none = no store (config keys only).",
     )
     key_cache_ttl_s: float = Field(
         5.0,
@@ -85,10 +85,3 @@ class TenancyConfig(Strict):
     )
     budgets: list[BudgetConfig] = Field(default_factory=list, description="Budgets per tenant or key.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Audit trail.")
-
-    @field_validator("store")
-    @classmethod
-    def _sqlite_only(cls, v: str | None) -> str | None:
-        if v is not None and v.startswith(("postgres://", "postgresql://")):
-            raise ValueError("PostgreSQL stores are not supported yet; use a SQLite file path")
-        return v

@@ -19,7 +19,7 @@ from hybridgate.config.tenancy import BudgetConfig
 from hybridgate.errors import InvalidRequest
 from hybridgate.tenancy.audit import AuditWriter
 from hybridgate.tenancy.keys import PREFIX, KeyDefaults, KeyRecord, new_key
-from hybridgate.tenancy.store import SQLiteStore
+from hybridgate.tenancy.store import SQLStore
 from hybridgate.wire.common import validation_message
 
 
@@ -73,7 +73,7 @@ class Admin:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: SQLStore,
         audit: Callable[[dict[str, Any]], None] | None,
         now: Callable[[], float],
         configured_budgets: frozenset[str] = frozenset(),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hybridgate.errors import InvalidRequest
-from hybridgate.tenancy.store import SQLiteStore, UsageRow
+from hybridgate.tenancy.store import SQLStore, UsageRow
 
 DIMENSIONS = ("tenant", "key", "class", "placement", "region", "deployment")
 _FIELD = {"tenant": "tenant", "key": "key_id", "class": "workload_class", "placement": "placement",
@@ -57,6 +57,6 @@ def group(rows: Sequence[UsageRow], by: Sequence[str], period: str) -> list[dict
 
 
 def cost_report(
-    store: SQLiteStore, by: Sequence[str], period: str, since: str | None, until: str | None
+    store: SQLStore, by: Sequence[str], period: str, since: str | None, until: str | None
 ) -> list[dict[str, Any]]:
     return group(store.usage(_date(since, "since"), _date(until, "until")), [d.strip() for d in by], period)

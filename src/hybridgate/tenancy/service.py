@@ -17,7 +17,7 @@ from hybridgate.tenancy.audit import AuditLog, AuditWriter
 from hybridgate.tenancy.budgets import BudgetLedger
 from hybridgate.tenancy.governed import GovernedGateway, SpendRecorder
 from hybridgate.tenancy.ratelimit import KeyRateLimiter
-from hybridgate.tenancy.store import AsyncStore, SQLiteStore
+from hybridgate.tenancy.store import AsyncStore, SQLiteStore, SQLStore
 
 log = logging.getLogger("hybridgate.tenancy")
 
@@ -30,11 +30,15 @@ def config_relative(loaded: LoadedConfig, path: str) -> Path:
     return (base / path).resolve()
 
 
-def open_store(loaded: LoadedConfig) -> SQLiteStore | None:
+def open_store(loaded: LoadedConfig) -> SQLStore | None:
     """The configured store (migrated to the current schema), or None."""
     path = loaded.config.tenancy.store
     if path is None:
         return None
+    if path.startswith(("postgresql://", "postgres://")):
+        from hybridgate.tenancy.postgres import PostgresStore
+
+        return PostgresStore(path)
     return SQLiteStore(path if path == ":memory:" else config_relative(loaded, path))
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hybridgate.errors import InvalidRequest, NotFound, StoreUnavailable
 from hybridgate.tenancy.keys import KeyDefaults, KeyRecord, NewKey
@@ -27,7 +28,7 @@ T = TypeVar("T")
 MIGRATIONS: tuple[str, ...] = (
     # 1: tenants, keys, budget spend, usage ledger
     """
-    CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at REAL NOT NULL);
+    CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL);
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
         tenant TEXT NOT NULL REFERENCES tenants(name),
@@ -35,34 +36,34 @@ MIGRATIONS: tuple[str, ...] = (
         secret_sha256 TEXT NOT NULL,
         scopes TEXT NOT NULL,
         defaults TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
     );
     CREATE TABLE spend (
         budget TEXT NOT NULL,
         period TEXT NOT NULL,
-        usd REAL NOT NULL DEFAULT 0,
-        tokens INTEGER NOT NULL DEFAULT 0,
-        local_usd REAL NOT NULL DEFAULT 0,
+        usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+        tokens BIGINT NOT NULL DEFAULT 0,
+        local_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
         PRIMARY KEY (budget, period)
     );
     CREATE TABLE usage (
-        ts REAL NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
         tenant TEXT NOT NULL,
         key_id TEXT NOT NULL,
         class TEXT NOT NULL,
         placement TEXT NOT NULL,
         region TEXT NOT NULL,
         deployment TEXT NOT NULL,
-        prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL,
-        cost_usd REAL NOT NULL
+        prompt_tokens BIGINT NOT NULL,
+        completion_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX usage_ts ON usage (ts);
     """,
     # 2: budgets managed at run time (admin API, CLI), next to those in the configuration
     """
-    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
     """,
 )
 
@@ -101,63 +102,31 @@ def _fail(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"{why}; nothing was written")
 
 
-class SQLiteStore:
-    """Tenants, keys, spend and usage in one SQLite file (or ``:memory:``)."""
+class Transaction(Protocol):
+    """What a write transaction offers the store's methods (a DB-API connection, in effect)."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 2.0) -> None:
-        self.path = str(path)
-        try:
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA foreign_keys = ON")
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise _fail(exc) from None
+    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+class SQLStore(ABC):
+    """The store's operations in portable SQL (``?`` placeholders); subclasses give the database."""
 
     @property
+    @abstractmethod
     def version(self) -> int:
-        row = self._db.execute("PRAGMA user_version").fetchone()
-        return int(row[0])
+        """The schema version (the number of migrations applied)."""
 
-    def _migrate(self) -> None:
-        for number, script in enumerate(MIGRATIONS, start=1):
-            if self.version >= number:
-                continue
-            with self._write():
-                for statement in filter(str.strip, script.split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
+    @abstractmethod
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Transaction]:
         """One write transaction: all of it, or nothing (locked, full, constraint)."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _fail(exc) from None
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise InvalidRequest(f"rejected by the store: {exc}") from None
-            if isinstance(exc, sqlite3.Error):
-                raise _fail(exc) from None
-            raise
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise _fail(exc) from None
-
-    def close(self) -> None:
-        self._db.close()
+    @abstractmethod
+    def close(self) -> None: ...
 
     # ------------------------------------------------------------------ tenants
 
@@ -276,8 +245,8 @@ class SQLiteStore:
         with self._write() as db:
             db.executemany(
                 "INSERT INTO spend (budget, period, usd, tokens, local_usd) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (budget, period) DO UPDATE SET usd = usd + excluded.usd, "
-                "tokens = tokens + excluded.tokens, local_usd = local_usd + excluded.local_usd",
+                "ON CONFLICT (budget, period) DO UPDATE SET usd = spend.usd + excluded.usd, "
+                "tokens = spend.tokens + excluded.tokens, local_usd = spend.local_usd + excluded.local_usd",
                 [(d.budget, d.period, d.usd, d.tokens, d.local_usd) for d in deltas],
             )
             db.executemany(
@@ -297,6 +266,64 @@ class SQLiteStore:
         return [UsageRow(*r) for r in rows]
 
 
+class SQLiteStore(SQLStore):
+    """Tenants, keys, spend and usage in one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 2.0) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise _fail(exc) from None
+
+    @property
+    def version(self) -> int:
+        row = self._db.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def _migrate(self) -> None:
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if self.version >= number:
+                continue
+            with self._write():
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _write(self) -> Iterator[Transaction]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _fail(exc) from None
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise InvalidRequest(f"rejected by the store: {exc}") from None
+            if isinstance(exc, sqlite3.Error):
+                raise _fail(exc) from None
+            raise
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise _fail(exc) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def _record(row: Sequence[Any]) -> KeyRecord:
     key_id, tenant, name, scopes, defaults, created_at, revoked_at, digest = row
     return KeyRecord(
@@ -314,7 +341,7 @@ def _record(row: Sequence[Any]) -> KeyRecord:
 class AsyncStore:
     """The store, called from the event loop: every call runs on the store's own thread."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.sync = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-store")
         self._closed = False
