@@ -197,7 +197,9 @@ def _banner(host: str, port: int, loaded: LoadedConfig) -> str:
         n for n, m in loaded.config.models.items() if any(loaded.is_configured(d) for d in m.deployments)
     ]
     model = chat_models[0] if chat_models else next(iter(loaded.config.models))
-    key = "sk-anything" if not loaded.config.server.auth.api_keys else "$HYBRIDGATE_API_KEY"
+    auth = loaded.config.server.auth
+    keyless = auth.disabled or not (auth.api_keys or loaded.config.tenancy.store)
+    key = "sk-anything" if keyless else "$HYBRIDGATE_API_KEY"
     return f"""
 hybridgate {__version__} listening on {base}  (config: {loaded.source})
 models: {", ".join(loaded.config.models)}
