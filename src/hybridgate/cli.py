@@ -18,7 +18,18 @@ from rich.console import Console
 from hybridgate import __version__
 from hybridgate.config.loader import LoadedConfig, load_config
 from hybridgate.config.schema import GatewayConfig
-from hybridgate.errors import ConfigError
+from hybridgate.errors import ConfigError, HybridgateError
+
+
+def _add_tenancy_commands(root: typer.Typer) -> None:
+    from hybridgate.cli_tenancy import audit_app, budgets_app, cost_app, keys_app, tenants_app
+
+    root.add_typer(keys_app, name="keys")
+    root.add_typer(tenants_app, name="tenants")
+    root.add_typer(budgets_app, name="budgets")
+    root.add_typer(audit_app, name="audit")
+    root.add_typer(cost_app, name="cost")
+
 
 app = typer.Typer(
     name="hybridgate",
@@ -37,6 +48,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(log_app, name="log")
 app.add_typer(slo_app, name="slo")
+_add_tenancy_commands(app)
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
@@ -188,7 +200,9 @@ def _banner(host: str, port: int, loaded: LoadedConfig) -> str:
         n for n, m in loaded.config.models.items() if any(loaded.is_configured(d) for d in m.deployments)
     ]
     model = chat_models[0] if chat_models else next(iter(loaded.config.models))
-    key = "sk-anything" if not loaded.config.server.auth.api_keys else "$HYBRIDGATE_API_KEY"
+    auth = loaded.config.server.auth
+    keyless = auth.disabled or not (auth.api_keys or loaded.config.tenancy.store)
+    key = "sk-anything" if keyless else "$HYBRIDGATE_API_KEY"
     return f"""
 hybridgate {__version__} listening on {base}  (config: {loaded.source})
 models: {", ".join(loaded.config.models)}
@@ -273,7 +287,11 @@ def serve(
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
-    serve_one(gateway, sock, on_ready)
+    try:
+        serve_one(gateway, sock, on_ready)
+    except HybridgateError as exc:  # e.g. the key store is locked or unreadable
+        err_console.print(f"[bold red]error:[/] {exc.message}")
+        raise typer.Exit(code=2) from None
 
 
 def _serve_workers(

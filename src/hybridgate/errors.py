@@ -12,6 +12,8 @@ renders any of them in the client's own wire format (OpenAI or Anthropic) with `
     │   │   ├── ContextLengthExceeded    400: prompt + max_tokens exceed every context window
     │   │   └── UnsupportedFeature       400: no deployment of the model can do what was asked
     │   ├── AuthenticationFailed         401
+    │   ├── PaymentRequired              402
+    │   │   └── BudgetExhausted          402: a tenant's or key's budget is spent (names the budget)
     │   ├── PermissionDenied             403
     │   ├── NotFound                     404: unknown model or route
     │   ├── MethodNotAllowed             405
@@ -33,6 +35,7 @@ renders any of them in the client's own wire format (OpenAI or Anthropic) with `
     │   ├── BackendOverloaded            a local runtime's bounded queue is full
     │   ├── BackendCrashed               a local worker process died mid-request
     │   └── BackendUnavailable           not configured, not started, or circuit open
+    ├── StoreUnavailable                 503: the tenants/keys store is locked, full or unreadable
     └── NoRouteAvailable                 503: every candidate failed or none was acceptable
 
 Messages never contain secrets (API keys, tokens): adapters build them from status codes and
@@ -121,6 +124,19 @@ class AuthenticationFailed(ClientError):
     openai_type = "authentication_error"
     anthropic_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PaymentRequired(ClientError):
+    status = 402
+    openai_type = "insufficient_quota"
+    anthropic_type = "billing_error"
+    code = "payment_required"
+
+
+class BudgetExhausted(PaymentRequired):
+    """Names the budget and its period, never amounts of other tenants."""
+
+    code = "budget_exhausted"
 
 
 class PermissionDenied(ClientError):
@@ -281,6 +297,14 @@ class BackendUnavailable(UpstreamError):
     status = 503
     anthropic_type = "overloaded_error"
     code = "backend_unavailable"
+
+
+class StoreUnavailable(HybridgateError):
+    """The store could not be read or written (locked, disk full, corrupt); nothing was half-written."""
+
+    status = 503
+    anthropic_type = "overloaded_error"
+    code = "store_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 
 from hybridgate.api.anthropic_routes import AnthropicRoutes
 from hybridgate.api.asgi import EventStreamResponse, Handler, Receive, Request, Response, Scope, Send
+from hybridgate.api.auth import ClientAuth
 from hybridgate.api.dashboard_routes import DashboardRoutes
 from hybridgate.api.explain_routes import ExplainRoutes
 from hybridgate.api.http import Authenticator, error_response
 from hybridgate.api.openai_routes import OpenAIRoutes
 from hybridgate.api.system_routes import SystemRoutes
+from hybridgate.api.tenancy_routes import TenancyRoutes
 from hybridgate.errors import HybridgateError, MethodNotAllowed, NotFound
 from hybridgate.gateway import Gateway
+from hybridgate.tenancy.service import Tenancy
 from hybridgate.types import WireFormat
 
 log = logging.getLogger("hybridgate.api")
@@ -32,6 +35,7 @@ class Route:
     handler: Handler
     format: WireFormat
     authenticated: bool
+    scope: str = "use"  # what the client key must be allowed to do: use, read or admin
 
 
 def _format_of(path: str) -> WireFormat:
@@ -51,14 +55,20 @@ class GatewayApp:
         self.gateway = gateway
         self.on_ready = on_ready
         server = gateway.config.server
-        self.auth = Authenticator(server.auth.api_keys)
+        self.tenancy = Tenancy(gateway)
+        self.auth = ClientAuth(
+            Authenticator(server.auth.api_keys),
+            self.tenancy.store,
+            gateway.clock,
+            cache_ttl_s=gateway.config.tenancy.key_cache_ttl_s,
+            disabled=server.auth.disabled,
+        )
         if not self.auth.enabled:
-            log.warning(
-                "client authentication is OFF (server.auth.api_keys is empty): local development only"
-            )
-        openai = OpenAIRoutes(gateway, server.max_body_bytes)
-        anthropic = AnthropicRoutes(gateway, server.max_body_bytes)
+            log.warning("%s", self.auth.status()["warning"])
+        openai = OpenAIRoutes(self.tenancy.governed, server.max_body_bytes)
+        anthropic = AnthropicRoutes(self.tenancy.governed, server.max_body_bytes)
         system = SystemRoutes(gateway, metrics)
+        tenancy = TenancyRoutes(gateway, self.tenancy, self.auth)
         explain = ExplainRoutes(gateway, server.max_body_bytes)
         dashboard = DashboardRoutes(gateway.config)
         self.routes: dict[str, dict[str, Route]] = {
@@ -67,15 +77,16 @@ class GatewayApp:
             "/v1/messages": {"POST": Route(anthropic.messages, "anthropic", True)},
             "/v1/models": {"GET": Route(system.models, "openai", True)},
             "/v1/route/explain": {"POST": Route(explain.explain, "openai", True)},
-            "/metrics": {"GET": Route(system.metrics, "openai", True)},
+            "/metrics": {"GET": Route(system.metrics, "openai", True, "read")},
             "/healthz": {"GET": Route(system.healthz, "openai", False)},
-            "/readyz": {"GET": Route(system.readyz, "openai", False)},
+            "/readyz": {"GET": Route(tenancy.readyz, "openai", False)},
             # The page holds no data; the data it shows comes from /metrics with the client key.
             "/dashboard": {"GET": Route(dashboard.page, "openai", False)},
             "/dashboard/dashboard.js": {"GET": Route(dashboard.script, "openai", False)},
             "/dashboard/prometheus.js": {"GET": Route(dashboard.parser, "openai", False)},
             "/dashboard/dashboard.css": {"GET": Route(dashboard.style, "openai", False)},
-            "/dashboard/config.json": {"GET": Route(dashboard.config, "openai", True)},
+            "/dashboard/config.json": {"GET": Route(dashboard.config, "openai", True, "read")},
+            **tenancy.admin_routes(Route),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,7 +103,7 @@ class GatewayApp:
             route = self._route(request)
             fmt = route.format
             if route.authenticated:
-                request.identity = self.auth.check(request)
+                request.identity = await self.auth.authenticate(request, route.scope)
             response = await route.handler(request)
         except HybridgateError as err:
             response = error_response(err, fmt)
@@ -120,6 +131,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                    await self.tenancy.start()
                     self.gateway.start_health()
                 except HybridgateError as err:
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
@@ -132,6 +144,7 @@ class GatewayApp:
                     self.on_ready()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.tenancy.close()
                 await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

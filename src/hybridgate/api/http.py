@@ -101,4 +101,8 @@ def _identity(entry: SecretStr | ClientKey, digest: bytes) -> ClientIdentity:
         classes=frozenset(entry.classes) if entry.classes is not None else None,
         region=entry.region,
         sensitivity=entry.sensitivity,
+        models=frozenset(entry.models) if entry.models is not None else None,
+        rpm=entry.rpm,
+        tpm=entry.tpm,
+        scopes=frozenset(entry.scopes) if entry.scopes is not None else frozenset({"use", "read", "admin"}),
     )

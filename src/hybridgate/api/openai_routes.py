@@ -10,12 +10,12 @@ from typing import Any
 from hybridgate.api.asgi import EventStreamResponse, JSONResponse, Request, Response, cancel_on_disconnect
 from hybridgate.api.http import read_json
 from hybridgate.api.streaming import sse_response
-from hybridgate.gateway import Gateway
+from hybridgate.tenancy.governed import GovernedGateway
 from hybridgate.wire import openai as wire
 
 
 class OpenAIRoutes:
-    def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
+    def __init__(self, gateway: GovernedGateway, max_body_bytes: int) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
 

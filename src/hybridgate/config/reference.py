@@ -40,6 +40,7 @@ from hybridgate.config.schema import (
     TimeoutsConfig,
 )
 from hybridgate.config.telemetry import DecisionLogConfig, TracingConfig
+from hybridgate.config.tenancy import AuditConfig, BudgetConfig, RateLimitConfig, TenancyConfig
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (hybridgate config reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -75,6 +76,10 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`resilience.offline`", OfflineConfig),
     ("`decision_log`", DecisionLogConfig),
     ("`tracing`", TracingConfig),
+    ("`tenancy`", TenancyConfig),
+    ("`tenancy.rate_limits`", RateLimitConfig),
+    ("`tenancy.budgets[]`", BudgetConfig),
+    ("`tenancy.audit`", AuditConfig),
 ]
 
 

@@ -17,7 +17,10 @@ from hybridgate.config.pricing import LocalCost, PricingConfig, TokenPrice
 from hybridgate.config.resilience import BreakerConfig, LoadConfig, ProbeConfig, ResilienceConfig
 from hybridgate.config.routing import LatencyBudget, WorkloadClass
 from hybridgate.config.telemetry import DecisionLogConfig, TracingConfig
+from hybridgate.config.tenancy import TenancyConfig
 from hybridgate.types import Placement
+
+Scope = Literal["use", "read", "admin"]
 
 
 class TimeoutsConfig(Strict):
@@ -40,15 +43,26 @@ class ClientKey(Strict):
     classes: list[Name] | None = Field(None, description="Classes it may use (default: all).")
     region: str | None = Field(None, description="Origin region of its data (clients cannot change it).")
     sensitivity: Sensitivity | None = Field(None, description="Minimum declared sensitivity of its requests.")
+    models: list[Name] | None = Field(None, description="Logical models it may use (default: all).")
+    rpm: int | None = Field(None, gt=0, description="Requests per minute (default: tenancy.rate_limits.rpm).")
+    tpm: int | None = Field(None, gt=0, description="Tokens per minute (default: tenancy.rate_limits.tpm).")
+    scopes: list[Scope] | None = Field(
+        None, description="use (inference), read (metrics, dashboard data), admin (admin API); default: all."
+    )
 
 
 class AuthConfig(Strict):
-    """Client authentication. With no keys, auth is off (local development only: logged loudly)."""
+    """Client authentication. With no keys and no key store, auth is off (logged loudly)."""
 
     api_keys: list[SecretStr | ClientKey] = Field(
         default_factory=list,
         description="Accepted client keys (Authorization: Bearer KEY, or x-api-key): plain strings, or "
-        "objects with defaults (see ClientKey). Empty = auth off.",
+        "objects with defaults (see ClientKey). Empty (and no tenancy.store) = auth off.",
+    )
+    disabled: bool = Field(
+        False,
+        description="Turn client authentication off explicitly (local development only: a warning in "
+        "the log and in /readyz).",
     )
 
 
@@ -233,6 +247,9 @@ class GatewayConfig(Strict):
     )
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="OpenTelemetry traces (off by default)."
+    )
+    tenancy: TenancyConfig = Field(
+        default_factory=TenancyConfig, description="Tenants and keys store, budgets, audit trail."
     )
     deployments: dict[Name, Deployment] = Field(
         ..., min_length=1, description="Concrete models on concrete runtimes/providers, by name."

@@ -38,6 +38,10 @@ class ClientIdentity:
     region: str | None = None
     sensitivity: Sensitivity | None = None
     pins_tenant: bool = True
+    models: frozenset[str] | None = None  # logical models it may use (None: all)
+    rpm: int | None = None  # requests per minute (None: tenancy.rate_limits)
+    tpm: int | None = None  # tokens per minute (None: tenancy.rate_limits)
+    scopes: frozenset[str] = frozenset({"use", "read", "admin"})
 
 
 ANONYMOUS = ClientIdentity(key_id="anonymous", pins_tenant=False)
@@ -54,6 +58,10 @@ class RequestContext:
     key_id: str = "anonymous"
     traceparent: str = ""  # W3C trace context of the caller, if it sent one (for the trace only)
     tracestate: str = ""
+    local_only: str | None = None  # why cloud is excluded for this request (a budget ran out)
+    allowed_models: frozenset[str] | None = None  # the key's model allow-list (None: all)
+    rpm: int | None = None  # the key's rate limits (None: the configured default)
+    tpm: int | None = None
 
 
 def _declared(headers: Mapping[str, str], metadata: Mapping[str, Any], name: str) -> tuple[str | None, str]:
@@ -159,4 +167,7 @@ def build_context(
         key_id=identity.key_id,
         traceparent=headers.get("traceparent", ""),
         tracestate=headers.get("tracestate", ""),
+        allowed_models=identity.models,
+        rpm=identity.rpm,
+        tpm=identity.tpm,
     )

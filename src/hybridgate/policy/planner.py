@@ -224,10 +224,14 @@ def _capability_problem(needs: _Needs, caps: Capabilities) -> str | None:
     return None
 
 
-def _placement_rules(cls: WorkloadClass, data: DataDecision) -> tuple[str | None, str | None]:
-    """(why cloud is excluded, why local is excluded) for this class and data, or None."""
+def _placement_rules(
+    cls: WorkloadClass, data: DataDecision, ctx: RequestContext
+) -> tuple[str | None, str | None]:
+    """(why cloud is excluded, why local is excluded) for this class, data and context, or None."""
     cloud: str | None = None
-    if cls.placement == "local-only":
+    if ctx.local_only is not None:
+        cloud = ctx.local_only
+    elif cls.placement == "local-only":
         cloud = "class is local-only"
     elif not data.cloud_allowed:
         cloud = f"data governance: {data.rule}"
@@ -309,7 +313,7 @@ def plan_chat(
     # Rank tiers: 0 meets the budget on the preferred placement, 1 meets it elsewhere (the spill),
     # 2 misses it (fastest first). Within a tier the cheapest first, then the configured order.
     tier = {"cloud": 0 if cloud_first else 1, "local": 1 if cloud_first else 0}
-    no_cloud, no_local = _placement_rules(cls, data)
+    no_cloud, no_local = _placement_rules(cls, data, ctx)
     regions = data.allowed_regions
     # The hot loop (a plan is made for every request; 20 deployments must take microseconds):
     # it inlines the arithmetic of health.predictor.predict and CostModel.estimate (a test
@@ -380,7 +384,7 @@ def plan_chat(
         placement=cls.placement,
         budget=budget,
         data=data,
-        verdicts=lambda: _verdicts(policy, cls, rejected, scored, data),
+        verdicts=lambda: _verdicts(policy, cls, rejected, scored, data, ctx),
         order=tuple(row[4].name for row in order),
         summary=summary,
     )
@@ -410,10 +414,11 @@ def _verdicts(
     rejected: Sequence[tuple[int, str, str]],
     scored: Sequence[tuple[Any, ...]],
     data: DataDecision,
+    ctx: RequestContext,
 ) -> tuple[Verdict, ...]:
     """Every candidate's verdict, in the model's configured order."""
     entries: list[tuple[int, Verdict]] = []
-    no_cloud, no_local = _placement_rules(cls, data)
+    no_cloud, no_local = _placement_rules(cls, data, ctx)
     for position, name, reason in rejected:
         caps = policy.deployments[name].capabilities
         reason = reason or _placement_problem(caps, no_cloud, no_local, data.allowed_regions) or "placement"
@@ -456,7 +461,7 @@ def plan_embeddings(
             data.allowed_regions,
             data.kinds,
         )
-    no_cloud, no_local = _placement_rules(cls, data)
+    no_cloud, no_local = _placement_rules(cls, data, ctx)
     verdicts: list[Verdict] = []
     candidates: list[Candidate] = []
     for name in model.deployments:

@@ -22,7 +22,7 @@ import uvicorn
 from hybridgate.api.app import create_app
 from hybridgate.config.loader import LoadedConfig
 from hybridgate.config.schema import ServerConfig
-from hybridgate.errors import ConfigError
+from hybridgate.errors import ConfigError, HybridgateError
 from hybridgate.gateway import Gateway
 from hybridgate.privacy.guard import build_guard
 from hybridgate.serving.peers import ExpositionServer, WorkerExpositions, socket_path
@@ -84,7 +84,11 @@ def run_worker(loaded: LoadedConfig, sock: socket.socket, spec: WorkerSpec) -> N
     def on_ready() -> None:
         os.write(spec.ready_fd, f"{spec.index}\n".encode())
 
-    asgi = create_app(gateway, on_ready=on_ready, metrics=everyone.render)
+    try:
+        asgi = create_app(gateway, on_ready=on_ready, metrics=everyone.render)
+    except HybridgateError as exc:  # e.g. the key store is locked or unreadable
+        log.error("worker %d: %s", spec.index, exc.message)
+        raise SystemExit(CONFIG_ERROR_EXIT) from None
     config = uvicorn_config(asgi, gateway.config.server)
     server = uvicorn.Server(config)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:

@@ -1,0 +1,1 @@
+"""Tenants, API keys and scopes, budgets, and the tamper-evident audit trail (docs/tenants.md)."""
