@@ -203,6 +203,22 @@ def test_workers_with_an_embedded_local_model_must_be_meant() -> None:
     assert load_config_text(WITH_LOCAL.replace("workers: 3", "workers: 1"), env={}).config.server.workers == 1
 
 
+def test_workers_with_budgets_or_rate_limits_are_refused() -> None:
+    """Budgets and rate limits are enforced per process: several workers would multiply them."""
+    for tenancy in (
+        "tenancy: {budgets: [{name: b, tenant: t, usd: 1.0}]}",
+        "tenancy: {rate_limits: {rpm: 60}}",
+        "tenancy: {store: hybridgate.db}",
+    ):
+        text = CLOUD_ONLY.replace("WORKERS", "2") + tenancy + "\n"
+        with pytest.raises(ConfigError) as info:
+            load_config_text(text, env={})
+        [(where, message)] = info.value.problems
+        assert where == "server.workers (line 3)"
+        assert "could each spend a whole budget" in message
+        assert load_config_text(text.replace("workers: 2", "workers: 1"), env={}).config.server.workers == 1
+
+
 def test_check_and_serve_refuse_bad_workers(tmp_path: Path) -> None:
     runner = CliRunner()
     bad = tmp_path / "bad.yaml"

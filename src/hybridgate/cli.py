@@ -240,13 +240,13 @@ def serve(
     quiet: Annotated[bool, typer.Option(help="Do not print the usage banner.")] = False,
 ) -> None:
     """Run the gateway."""
-    from hybridgate.config.loader import local_models_problem
+    from hybridgate.config.loader import workers_problem
     from hybridgate.serving.worker import build_gateway, serve_one
 
     loaded = _load_or_exit(config)
     server_cfg = loaded.config.server
     count = server_cfg.workers if workers is None else workers
-    problem = local_models_problem(loaded.config, count)
+    problem = workers_problem(loaded.config, count)
     if problem is not None:
         where = "--workers" if workers is not None else "server.workers"
         err_console.print(f"[bold red]error:[/] {where}: {problem}")

@@ -210,9 +210,9 @@ def lint(
             owner.setdefault(name, model_name)
         if all(d in unconfigured for d in model.deployments if d in config.deployments):
             warnings.append((where(("models", model_name)), "every deployment of this model is unconfigured"))
-    local_models = local_models_problem(config, config.server.workers)
-    if local_models is not None:
-        errors.append((where(("server", "workers")), local_models))
+    too_many = workers_problem(config, config.server.workers)
+    if too_many is not None:
+        errors.append((where(("server", "workers")), too_many))
     for name, dep in config.deployments.items():
         if name not in used:
             warnings.append((where(("deployments", name)), "deployment is not used by any model"))
@@ -249,13 +249,24 @@ def lint(
     return errors, warnings
 
 
-def local_models_problem(config: GatewayConfig, workers: int) -> str | None:
+def workers_problem(config: GatewayConfig, workers: int) -> str | None:
     """Why ``workers`` server processes may not serve ``config``, or None when they may.
 
-    Every worker is a whole gateway, so an embedded ``llamacpp`` deployment would be loaded once
-    per worker: refused unless ``server.local_models_per_worker`` says it is meant.
+    Every worker is a whole gateway with its own state. So an embedded ``llamacpp`` deployment
+    would be loaded once per worker (refused unless ``server.local_models_per_worker`` says it is
+    meant), and budgets and rate limits would be enforced per worker, letting each worker spend
+    the whole amount: refused (fail closed) until that state is shared between workers.
     """
-    if workers <= 1 or config.server.local_models_per_worker:
+    if workers <= 1:
+        return None
+    tenancy = config.tenancy
+    if tenancy.budgets or tenancy.rate_limits.rpm or tenancy.rate_limits.tpm or tenancy.store:
+        return (
+            f"budgets and rate limits are enforced in each server process, so {workers} workers "
+            "could each spend a whole budget: serve tenancy (tenancy.store, tenancy.budgets, "
+            "tenancy.rate_limits) with one worker"
+        )
+    if config.server.local_models_per_worker:
         return None
     local = [name for name, dep in config.deployments.items() if isinstance(dep, LlamaCppDeployment)]
     if not local:
