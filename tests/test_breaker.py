@@ -7,7 +7,13 @@ import pytest
 from hybridgate.clock import ManualClock
 from hybridgate.config.resilience import BreakerConfig
 from hybridgate.errors import ErrorKind
-from hybridgate.health.breaker import NOT_THE_DEPLOYMENTS_FAULT, BreakerState, CircuitBreaker, is_fault
+from hybridgate.health.breaker import (
+    NOT_AN_OUTCOME,
+    NOT_THE_DEPLOYMENTS_FAULT,
+    BreakerState,
+    CircuitBreaker,
+    is_fault,
+)
 
 CONFIG = BreakerConfig(
     consecutive_failures=3, error_rate=0.5, min_requests=6, window_s=30, open_s=5, max_open_s=40
@@ -95,7 +101,21 @@ def test_the_requests_own_faults_never_open_it(kind: str) -> None:
     assert not is_fault(kind)
 
 
-@pytest.mark.parametrize("kind", sorted(set(ErrorKind) - NOT_THE_DEPLOYMENTS_FAULT))
+def test_a_full_local_queue_is_admission_not_failure() -> None:
+    """A burst that fills the local queue must not open the breaker (and shed every class)."""
+    b = breaker(ManualClock())
+    b.record_failure("server_error")
+    b.record_failure("server_error")
+    for _ in range(20):
+        b.record_failure("overloaded", retry_after=30.0)
+    assert state(b) is BreakerState.CLOSED
+    assert b.describe().window_requests == 2, "neither a failure nor a success"
+    b.record_failure("server_error")
+    assert state(b) is BreakerState.OPEN
+    assert "Retry-After" not in b.describe().reason, "the queue's hint is not the provider's"
+
+
+@pytest.mark.parametrize("kind", sorted(set(ErrorKind) - NOT_THE_DEPLOYMENTS_FAULT - NOT_AN_OUTCOME))
 def test_the_deployments_faults_count(kind: str) -> None:
     b = breaker(ManualClock())
     for _ in range(3):

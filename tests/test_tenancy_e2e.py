@@ -62,6 +62,7 @@ classes:
     latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
     placement: cloud-first
 decision_log: {{path: decisions.jsonl}}
+tracing: {{enabled: true, exporter: file, path: spans.jsonl, record_content: true}}
 deployments:
   cloud:
     type: openai
@@ -226,7 +227,7 @@ def test_store_keys_serve_inference(env: dict[str, Any]) -> None:
 
 def test_no_secret_is_written_anywhere(env: dict[str, Any]) -> None:
     """The provider key and client keys never appear in responses, logs, the decision log, the
-    audit trail or the store."""
+    traces (contents recorded), the audit trail or the store."""
     proc: ManagedProcess = env["proc"]
     proc.stop()  # flush the decision log and the audit trail
     folder: Path = env["folder"]
@@ -236,7 +237,8 @@ def test_no_secret_is_written_anywhere(env: dict[str, Any]) -> None:
         "gateway log": proc.output.encode(),
         **{f.name: f.read_bytes() for f in folder.iterdir() if f.name != "gw.yaml"},
     }
-    assert {"decisions.jsonl", "audit.jsonl", "tenants.db"} <= set(places)
+    assert {"decisions.jsonl", "spans.jsonl", "audit.jsonl", "tenants.db"} <= set(places)
+    assert b'"gen_ai.operation.name"' in places["spans.jsonl"], "requests were traced"
     for where, content in places.items():
         for secret in (PROVIDER_KEY, ADMIN, ACME, BETA, GAMMA, DELTA, EPSILON, store_secret):
             assert secret.encode() not in content, f"{secret[:8]}... found in {where}"

@@ -39,6 +39,12 @@ NOT_THE_DEPLOYMENTS_FAULT = frozenset(
     {ErrorKind.REJECTED, ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_POLICY}
 )
 
+# Admission, not failure: the gateway's own bounded queue for a local runtime was full. The
+# runtime is healthy and busy; the planner already sees its queue (predicted wait) and the
+# request goes to the next candidate. Counting it would open the breaker on a burst and shed
+# every class, the highest priority included, from a runtime that is working.
+NOT_AN_OUTCOME = frozenset({ErrorKind.OVERLOADED})
+
 _WINDOW_SLOTS = 10
 _SUCCESS, _FAILURE = 0, 1  # the window's two tallies
 
@@ -213,6 +219,8 @@ class CircuitBreaker:
 
     def record_failure(self, kind: str = ErrorKind.SERVER_ERROR, retry_after: float | None = None) -> None:
         """An attempt (or probe) failed with ``kind``; ``retry_after`` is the provider's, if any."""
+        if kind in NOT_AN_OUTCOME:
+            return
         if not is_fault(kind):
             self.record_success()
             return
