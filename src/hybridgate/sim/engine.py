@@ -172,6 +172,7 @@ class Engine:
         self.result = RunResult(router, results)
         self.result.series_queue = {n: [] for n in names if self.backends[n].slots is not None}
         self.result.series_answers = {"local": [], "cloud": []}
+        self.result.series_deployments = {n: [] for n in names}
         self._answers = Counter[str]()
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
@@ -475,7 +476,7 @@ class Engine:
         cls.latencies.append(latency)
         placement = "cloud" if self.cloud[att.deployment] else "local"
         cls.by_placement[placement] += 1
-        self._answers[placement] += 1
+        self._answers[att.deployment] += 1
         if latency <= cls.p95_budget_s:
             cls.within_budget += 1
 
@@ -513,9 +514,12 @@ class Engine:
         result.series_t.append(now)
         for name, series in result.series_queue.items():
             series.append(self.backends[name].waiting())
-        for placement, series in result.series_answers.items():
-            series.append(self._answers[placement])
-        self._answers.clear()
+        answers = self._answers
+        for name, series in result.series_deployments.items():
+            series.append(answers[name])
+        result.series_answers["local"].append(sum(answers[n] for n, c in self.cloud.items() if not c))
+        result.series_answers["cloud"].append(sum(answers[n] for n, c in self.cloud.items() if c))
+        answers.clear()
         if self._open > 0 or self._more(now):
             self._at(now + self.sc.workload.queue_sample_s, _SAMPLE, None)
 

@@ -76,6 +76,9 @@ class RunResult:
     series_t: list[float] = field(default_factory=list)
     series_queue: dict[str, list[int]] = field(default_factory=dict)  # waiting attempts by deployment
     series_answers: dict[str, list[int]] = field(default_factory=dict)  # answers per sample, by placement
+    series_deployments: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # answers per sample, by deployment
     wall_s: float = 0.0
 
     @property
@@ -105,5 +108,6 @@ class RunResult:
                 "t_s": [round(t, 3) for t in self.series_t],
                 "queue_depth": self.series_queue,
                 "answers_by_placement": self.series_answers,
+                "answers_by_deployment": self.series_deployments,
             },
         }
