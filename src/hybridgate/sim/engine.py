@@ -233,7 +233,7 @@ class Engine:
         pool = self.pools[i]
         rng = self.pick_rng
         shape = pool.pick(rng)
-        output = max(1, round(pool.load.output_tokens.draw(rng)))
+        output = max(1, round(pool.output_tokens(rng)))
         req = SimRequest(shape, output, now)
         self.result.classes[pool.load.workload_class].requests += 1
         if self._progress is not None and self._generated % 10_000 == 0:

@@ -16,6 +16,7 @@ from hybridgate.errors import SensitiveDataRefused
 from hybridgate.policy.context import RequestContext
 from hybridgate.policy.governance import DataDecision, DataProfile
 from hybridgate.policy.table import Policy
+from hybridgate.sim.models import LogNormalDraw
 from hybridgate.sim.workload import ClassLoad, Mix
 from hybridgate.types import InferenceRequest, Message
 
@@ -68,6 +69,7 @@ class ShapePool:
         self.model = model
         self.policy = policy
         self.prompts = [max(1, round(load.prompt_tokens.draw(rng))) for _ in range(POOL)]
+        self.output_tokens = LogNormalDraw(load.output_tokens)
         self.declared = Mix({str(k): v for k, v in load.declared.items()})
         self.regions = Mix(load.regions)
         self.tenants = Mix(load.tenants)
