@@ -33,8 +33,12 @@ def parse_baselines(text: str) -> list[str]:
 def _expected_requests(scenario: Scenario) -> int:
     if scenario.requests is not None:
         return scenario.requests
-    duration = scenario.duration_s or scenario.workload.duration_s or 60.0
-    return max(1, round(sum(c.rate_per_s for c in scenario.workload.classes) * duration))
+    duration = scenario.duration_s or scenario.workload.duration_s
+    if duration is None and scenario.trace and not scenario.workload.classes:
+        return len(scenario.trace)
+    duration = duration or 60.0
+    replayed = sum(1 for r in scenario.trace if r.t < duration)
+    return max(1, replayed + round(sum(c.rate_per_s for c in scenario.workload.classes) * duration))
 
 
 def run_simulate(

@@ -47,7 +47,8 @@ from hybridgate.sim.baselines import Route, RouterEnv, make_router
 from hybridgate.sim.faults import FaultIndex, FaultSchedule
 from hybridgate.sim.models import Attempt, BackendModel, BackendProfile
 from hybridgate.sim.results import ClassResult, RunResult
-from hybridgate.sim.shapes import Shape, ShapePool
+from hybridgate.sim.shapes import Shape, ShapePool, TraceShapes
+from hybridgate.sim.trace import TraceRecord
 from hybridgate.sim.workload import Arrivals, Workload
 from hybridgate.types import Usage
 
@@ -60,7 +61,7 @@ _ERRORS: dict[ErrorKind, type[UpstreamError]] = {
     ErrorKind.CRASHED: BackendCrashed,
     ErrorKind.UNAVAILABLE: BackendUnavailable,
 }
-_ARRIVE, _END, _QUEUE_TIMEOUT, _HEDGE, _RETRY, _SAMPLE, _NODE_DOWN = range(7)
+_ARRIVE, _END, _QUEUE_TIMEOUT, _HEDGE, _RETRY, _SAMPLE, _NODE_DOWN, _REPLAY = range(8)
 _WALK, _RACE = 0, 1
 
 
@@ -94,6 +95,7 @@ class Scenario:
     requests: int | None = None
     duration_s: float | None = None
     local_share: float = 0.5  # static-split
+    trace: tuple[TraceRecord, ...] = ()  # a decision log to replay
 
 
 class SimRequest:
@@ -163,12 +165,14 @@ class Engine:
             Arrivals(load, random.Random(f"{seed}:arrivals:{i}")) for i, load in enumerate(workload.classes)
         ]
         self.pick_rng = random.Random(f"{seed}:requests")
+        self.trace_shapes = TraceShapes(workload.model, policy)
         results = {}
-        for load in workload.classes:
-            budget = policy.budgets[load.workload_class]
-            results[load.workload_class] = ClassResult(
-                load.workload_class, budget.p95_ms / 1000.0, budget.p99_ms / 1000.0
-            )
+        for cls in {
+            *(c.workload_class for c in workload.classes),
+            *(r.workload_class for r in scenario.trace),
+        }:
+            budget = policy.budgets[cls]
+            results[cls] = ClassResult(cls, budget.p95_ms / 1000.0, budget.p99_ms / 1000.0)
         self.result = RunResult(router, results)
         self.result.series_queue = {n: [] for n in names if self.backends[n].slots is not None}
         self.result.series_answers = {"local": [], "cloud": []}
@@ -190,6 +194,8 @@ class Engine:
         started = time.perf_counter()
         for i, arrivals in enumerate(self.arrivals):
             self._at(arrivals.next(), _ARRIVE, i)
+        if self.sc.trace:
+            self._at(self.sc.trace[0].t, _REPLAY, 0)
         for fault in self.faults.node_downs:
             self._at(fault.start_s, _NODE_DOWN, fault)
         self._at(0.0, _SAMPLE, None)
@@ -202,6 +208,7 @@ class Engine:
             self._retry,
             self._sample,
             self._node_down,
+            self._replay,
         ]
         pop = heapq.heappop
         while heap:
@@ -217,7 +224,10 @@ class Engine:
         sc = self.sc
         if sc.requests is not None:
             return self._generated < sc.requests
-        limit = sc.duration_s or self.sc.workload.duration_s or 60.0
+        limit = sc.duration_s or sc.workload.duration_s
+        if limit is None:
+            # A trace alone runs to its end; generated classes default to a minute.
+            limit = sc.trace[-1].t + 1e-9 if sc.trace and not sc.workload.classes else 60.0
         return t < limit
 
     # ------------------------------------------------------------------ requests
@@ -227,15 +237,32 @@ class Engine:
         now = self.clock.now
         if not self._more(now):
             return
-        self._generated += 1
-        self._open += 1
         self._at(self.arrivals[i].next(), _ARRIVE, i)
         pool = self.pools[i]
         rng = self.pick_rng
         shape = pool.pick(rng)
-        output = max(1, round(pool.output_tokens(rng)))
-        req = SimRequest(shape, output, now)
-        self.result.classes[pool.load.workload_class].requests += 1
+        self._admit(SimRequest(shape, max(1, round(pool.output_tokens(rng))), now))
+
+    def _replay(self, obj: object) -> None:
+        i = obj if isinstance(obj, int) else 0
+        trace = self.sc.trace
+        if not self._more(self.clock.now):
+            return
+        if i + 1 < len(trace):
+            self._at(trace[i + 1].t, _REPLAY, i + 1)
+        record = trace[i]
+        shape = self.trace_shapes.of(record)
+        output = record.output_tokens
+        if output is None:
+            output = self.sc.policy.classes[record.workload_class].expected_output_tokens
+        self._admit(SimRequest(shape, output, self.clock.now))
+
+    def _admit(self, req: SimRequest) -> None:
+        """A new request: planned (or routed by the baseline), then its first attempt(s)."""
+        now, shape, output = self.clock.now, req.shape, req.output
+        self._generated += 1
+        self._open += 1
+        self.result.classes[shape.ctx.workload_class].requests += 1
         if self._progress is not None and self._generated % 10_000 == 0:
             self._progress(self._generated)
         self.budget.record_request()

@@ -12,6 +12,7 @@ from hybridgate.policy.table import compile_policy
 from hybridgate.sim.engine import Scenario
 from hybridgate.sim.faults import FaultSchedule, load_faults
 from hybridgate.sim.models import BackendProfile, load_profile
+from hybridgate.sim.trace import TraceRecord, load_trace
 from hybridgate.sim.workload import load_workload
 
 
@@ -49,6 +50,12 @@ def load_scenario(
             problems.append(
                 (f"classes[{i}].class", f"unknown workload class {load.workload_class!r} ({known})")
             )
+    trace: list[TraceRecord] = []
+    if workload.trace is not None:
+        trace = load_trace((workload_path.parent / workload.trace).resolve(), workload.trace_speed)
+        unknown = sorted({r.workload_class for r in trace} - set(config.classes))
+        if unknown:
+            problems.append(("trace", f"classes not in the configuration: {', '.join(unknown)}"))
     faults = load_faults(faults_path) if faults_path is not None else FaultSchedule()
     for i, fault in enumerate(faults.faults):
         for name in fault.deployments:
@@ -58,4 +65,6 @@ def load_scenario(
         problems.append(("backends", f"no deployment of model {workload.model!r} is modelled"))
     if problems:
         raise ConfigError(problems)
-    return Scenario(config, policy, workload, profiles, faults, seed, requests, duration_s, local_share)
+    return Scenario(
+        config, policy, workload, profiles, faults, seed, requests, duration_s, local_share, tuple(trace)
+    )

@@ -10,6 +10,7 @@ sensitive content found) is built the first time a request needs it.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from hybridgate.config.governance import SENSITIVITY_ORDER, Sensitivity
 from hybridgate.errors import SensitiveDataRefused
@@ -17,6 +18,7 @@ from hybridgate.policy.context import RequestContext
 from hybridgate.policy.governance import DataDecision, DataProfile
 from hybridgate.policy.table import Policy
 from hybridgate.sim.models import LogNormalDraw
+from hybridgate.sim.trace import TraceRecord
 from hybridgate.sim.workload import ClassLoad, Mix
 from hybridgate.types import InferenceRequest, Message
 
@@ -90,20 +92,61 @@ class ShapePool:
         return shape
 
     def _build(self, prompt_i: int, declared: str, region: str, tenant: str, sensitive: bool) -> Shape:
-        load, policy = self.load, self.policy
-        tokens = self.prompts[prompt_i]
-        request = InferenceRequest(
-            model=self.model,
-            messages=(Message.of_text("user", _prompt_text(tokens)),),
-            stream=load.stream,
-        )
-        if region == "default":
-            region = policy.governance.default_region
+        load = self.load
+        kinds = frozenset(load.sensitive_kinds) if sensitive else frozenset[str]()
         sensitivity: Sensitivity = next(s for s in SENSITIVITY_ORDER if s == declared)
-        ctx = RequestContext(load.workload_class, tenant, sensitivity, region)
-        profile = DataProfile(frozenset(load.sensitive_kinds)) if sensitive else DataProfile()
-        try:
-            decision: DataDecision | None = policy.decide(profile, ctx, policy.classes[load.workload_class])
-        except SensitiveDataRefused:
-            decision = None
-        return Shape(self.index, request, ctx, profile, tokens, decision)
+        key = ShapeKey(
+            load.workload_class, self.prompts[prompt_i], sensitivity, region, tenant, kinds, load.stream
+        )
+        return build_shape(self.index, key, self.model, self.policy)
+
+
+class ShapeKey(NamedTuple):
+    workload_class: str
+    prompt_tokens: int
+    sensitivity: Sensitivity
+    region: str
+    tenant: str
+    kinds: frozenset[str]
+    stream: bool
+
+
+def build_shape(index: int, key: ShapeKey, model: str, policy: Policy) -> Shape:
+    """The request, context and data profile the planner will see, and the governance verdict."""
+    request = InferenceRequest(
+        model=model,
+        messages=(Message.of_text("user", _prompt_text(key.prompt_tokens)),),
+        stream=key.stream,
+    )
+    region = policy.governance.default_region if key.region == "default" else key.region
+    ctx = RequestContext(key.workload_class, key.tenant, key.sensitivity, region)
+    profile = DataProfile(key.kinds)
+    try:
+        decision: DataDecision | None = policy.decide(profile, ctx, policy.classes[key.workload_class])
+    except SensitiveDataRefused:
+        decision = None
+    return Shape(index, request, ctx, profile, key.prompt_tokens, decision)
+
+
+class TraceShapes:
+    """Shapes of replayed requests, built once per distinct (class, size, data, origin)."""
+
+    def __init__(self, model: str, policy: Policy) -> None:
+        self.model = model
+        self.policy = policy
+        self._built: dict[ShapeKey, Shape] = {}
+
+    def of(self, record: TraceRecord) -> Shape:
+        key = ShapeKey(
+            record.workload_class,
+            record.prompt_tokens,
+            record.sensitivity,
+            record.region,
+            record.tenant,
+            record.kinds,
+            record.stream,
+        )
+        shape = self._built.get(key)
+        if shape is None:
+            shape = self._built[key] = build_shape(-1, key, self.model, self.policy)
+        return shape

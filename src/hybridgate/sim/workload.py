@@ -17,6 +17,9 @@
 Arrivals: ``poisson`` at ``rate_per_s``; ``bursts``: the rate times ``factor`` for ``length_s``
 every ``every_s``; ``diurnal``: the rate times ``1 + amplitude * sin(2 pi t / period_s)``. The
 time-varying ones are drawn by thinning (Lewis & Shedler), so every process is exact.
+
+``trace: decisions.jsonl`` replays a decision log the gateway wrote (see
+:mod:`hybridgate.sim.trace`), alone or on top of the classes.
 """
 
 from __future__ import annotations
@@ -99,9 +102,19 @@ class ClassLoad(_Spec):
 class Workload(_Spec):
     model: str = Field(..., min_length=1, description="Logical model every request asks for.")
     backends: dict[str, str] = Field(..., min_length=1, description="Deployment -> backend profile file.")
-    classes: list[ClassLoad] = Field(..., min_length=1)
+    classes: list[ClassLoad] = Field(default_factory=list)
+    trace: str | None = Field(
+        None, description="A decision log (JSON lines) to replay, relative to this file."
+    )
+    trace_speed: float = Field(1.0, gt=0, description="Replay this many times faster than recorded.")
     duration_s: float | None = Field(None, gt=0, description="Simulated seconds (or --requests).")
     queue_sample_s: float = Field(1.0, gt=0, description="Seconds between queue-depth samples.")
+
+    @model_validator(mode="after")
+    def _some_traffic(self) -> Self:
+        if not self.classes and self.trace is None:
+            raise ValueError("give classes, a trace, or both")
+        return self
 
 
 def load_workload(path: Path) -> Workload:
