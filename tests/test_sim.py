@@ -159,3 +159,41 @@ def test_hedging_follows_the_plan_on_a_heavy_tailed_cloud(tmp_path: Path) -> Non
     # Hedges at the predicted p95: a few percent of requests, capped by the retry budget.
     assert 0.01 * 3000 < result.hedges < 0.15 * 3000
     assert result.hedges_won > 0
+
+
+def test_local_queue_serves_by_priority_and_a_higher_class_displaces_a_lower(tmp_path: Path) -> None:
+    from tests.support.sim import BACKENDS, PROFILES
+
+    small = tmp_path / "small-queue.yaml"
+    small.write_text((PROFILES / "local-1b-cpu.yaml").read_text().replace("max_queue: 64", "max_queue: 2"))
+    backends = {**BACKENDS, "local-a": str(small), "local-b": str(small)}
+    planning = {**actuation(2.0), "class": "planning"}  # priority 40; actuation has 80
+    # Breakers off: "overloaded" counts against a deployment, and an open breaker would shed
+    # both classes alike (which the simulation shows too, with the configured breakers).
+    line = "    expected: {ttft_ms: 110, tokens_per_s: 45, prefill_tokens_per_s: 154, concurrency: 1}\n"
+    edit = (line, line + "    breaker: {consecutive_failures: 1000000, min_requests: 1000000}\n")
+    sc = scenario(tmp_path, [actuation(1.0), planning], requests=4000, backends=backends, config_edit=edit)
+    result = Engine(sc, "local-only").run()
+    high, low = result.classes["actuation"], result.classes["planning"]
+    assert result.errors["overloaded"] > 500
+    assert high.failed < low.failed / 3
+    assert high.to_dict()["p50_s"] < low.to_dict()["p50_s"]
+
+
+def test_backend_queue_order_and_displacement() -> None:
+    from hybridgate.sim.models import Attempt, BackendModel, load_profile
+    from tests.support.sim import PROFILES
+
+    backend = BackendModel("local-a", load_profile(PROFILES / "local-1b-cpu.yaml"))
+    attempts = [Attempt(None, "local-a", 0, float(i), 100.0, False) for i in range(4)]
+    for att, priority in zip(attempts, (40, 80, 40, 80), strict=True):
+        backend.push(att, priority)
+    assert backend.last_waiting() == (40, attempts[2])
+    backend.drop(attempts[2])
+    assert backend.waiting() == 3
+    assert [backend.pop(), backend.pop(), backend.pop(), backend.pop()] == [
+        attempts[1],
+        attempts[3],
+        attempts[0],
+        None,
+    ]

@@ -152,6 +152,7 @@ class Engine:
         self.retry = RetryPolicy(retry, random.Random(f"{seed}:retry"))
         self.budget = RetryBudget(retry, self.clock)
         self.backends = {n: BackendModel(n, scenario.profiles[n]) for n in names}
+        self.priority = {name: cls.priority for name, cls in policy.classes.items()}
         self.faults = FaultIndex(scenario.faults, self.cloud)
         env = RouterEnv(
             policy, names, self.health, self.backends, self.faults, random.Random(f"{seed}:router")
@@ -361,13 +362,26 @@ class Engine:
         att.timing = timing
         if backend.has_slot():
             self._serve(att, backend)
-        elif backend.queue_full():
-            att.fail_kind = ErrorKind.OVERLOADED
-            self._at(now, _END, att)
         else:
-            backend.queue.append(att)
-            self._at(att.deadline, _QUEUE_TIMEOUT, att)
+            self._enqueue(att, backend, self.priority[shape.ctx.workload_class])
         return att
+
+    def _enqueue(self, att: Attempt, backend: BackendModel, priority: int) -> None:
+        """Wait for a slot. A full queue refuses it (overloaded), unless it outranks the attempt
+        that would be served last, which is then displaced (and fails over) instead."""
+        now = self.clock.now
+        if backend.queue_full():
+            last = backend.last_waiting()
+            if last is None or last[0] >= priority:
+                att.fail_kind = ErrorKind.OVERLOADED
+                self._at(now, _END, att)
+                return
+            displaced = last[1]
+            backend.drop(displaced)
+            displaced.fail_kind = ErrorKind.OVERLOADED
+            self._at(now, _END, displaced)
+        backend.push(att, priority)
+        self._at(att.deadline, _QUEUE_TIMEOUT, att)
 
     def _serve(self, att: Attempt, backend: BackendModel) -> None:
         now = self.clock.now
@@ -391,11 +405,11 @@ class Engine:
         backend.busy -= 1
         backend.running.discard(att)
         backend.last_active = self.clock.now
-        queue = backend.queue
-        while queue and backend.busy < backend.slots:
-            waiting = queue.popleft()
-            if not waiting.done:
-                self._serve(waiting, backend)
+        while backend.busy < backend.slots:
+            waiting = backend.pop()
+            if waiting is None:
+                break
+            self._serve(waiting, backend)
 
     def _queue_timeout(self, obj: object) -> None:
         if isinstance(obj, Attempt) and not obj.done and obj.served_at < 0:
@@ -410,7 +424,7 @@ class Engine:
             backend = self.backends.get(name)
             if backend is None:
                 continue
-            for att in [*backend.running, *backend.queue]:
+            for att in [*backend.running, *backend.waiting_in_order()]:
                 if not att.done:
                     att.fail_kind, att.retry_after = ErrorKind.CRASHED, None
                     self._end(att)
@@ -421,6 +435,7 @@ class Engine:
             return
         att.done = True
         self._release(att)
+        self.backends[att.deployment].drop(att)
         req = att.request
         assert isinstance(req, SimRequest)
         name, now = att.deployment, self.clock.now
@@ -492,6 +507,7 @@ class Engine:
                 self.health.cut_short(other.deployment, now - other.started - predicted, backup=other.backup)
             other.done = True
             self._release(other)
+            self.backends[other.deployment].drop(other)
             self.health.finished(other.deployment)
             self._account(other, req, answered=False)
         if att.backup:

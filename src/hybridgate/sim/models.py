@@ -9,8 +9,10 @@ distributions are the SANDBOX provider's own (:mod:`hybridgate.sandbox.profile`)
 calibrated for one reads the same in the other. Price and region are not here: they come from the
 gateway configuration, through the real cost model.
 
-:class:`BackendModel` is the running state: busy slots, a FIFO queue, when the model was last
-used. It knows nothing of routing; the engine submits attempts and hears back when they end.
+:class:`BackendModel` is the running state: busy slots, the queue (ordered by the class's
+priority, then arrival, as the gateway's admission queue for local runtimes is:
+docs/resilience.md), when the model was last used. It knows nothing of routing; the engine
+submits attempts and hears back when they end.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,7 @@ class Attempt:
         "fail_kind",
         "index",
         "late",
+        "queued",
         "request",
         "retry_after",
         "served_at",
@@ -90,6 +92,7 @@ class Attempt:
         self.backup = backup  # a hedge
         self.late = False  # a hedge was sent because this attempt was slow
         self.done = False
+        self.queued = False  # waiting in its backend's queue
         self.served_at = -1.0  # when it got a slot (-1: waiting or refused)
         self.timing: Timing | None = None
         self.fail_kind: ErrorKind | None = None  # how it ends when its END event comes (None: success)
@@ -126,7 +129,9 @@ class BackendModel:
         self._error_rate = profile.error_rate
         self.slots = profile.slots
         self.busy = 0
-        self.queue: deque[Attempt] = deque()
+        self._queue: list[tuple[int, int, Attempt]] = []  # (-priority, arrival order, attempt)
+        self._pushed = 0
+        self.queued = 0  # attempts waiting (the heap may still hold ones that left: lazily dropped)
         self.last_active = 0.0
         self.running: set[Attempt] = set()
 
@@ -143,7 +148,41 @@ class BackendModel:
 
     def queue_full(self) -> bool:
         limit = self.profile.max_queue
-        return limit is not None and len(self.queue) >= limit
+        return limit is not None and self.queued >= limit
+
+    def push(self, att: Attempt, priority: int) -> None:
+        self._pushed += 1
+        heapq.heappush(self._queue, (-priority, self._pushed, att))
+        att.queued = True
+        self.queued += 1
+
+    def pop(self) -> Attempt | None:
+        """The first waiting attempt by priority, then arrival (None when none waits)."""
+        while self._queue:
+            att = heapq.heappop(self._queue)[2]
+            if att.queued:
+                att.queued = False
+                self.queued -= 1
+                return att
+        return None
+
+    def drop(self, att: Attempt) -> None:
+        """``att`` leaves the queue without being served (a deadline, a crash, displaced)."""
+        if att.queued:
+            att.queued = False
+            self.queued -= 1
+
+    def last_waiting(self) -> tuple[int, Attempt] | None:
+        """The attempt that would be served last, and its priority: the one a higher-priority
+        arrival displaces when the queue is full."""
+        live = [entry for entry in self._queue if entry[2].queued]
+        if not live:
+            return None
+        negative, _, att = max(live, key=lambda e: (e[0], e[1]))
+        return -negative, att
+
+    def waiting_in_order(self) -> list[Attempt]:
+        return [entry[2] for entry in sorted(self._queue, key=lambda e: (e[0], e[1])) if entry[2].queued]
 
     def cold_start(self, now: float) -> float:
         """Extra seconds before serving at ``now``: the model's load time if it was unloaded."""
@@ -154,7 +193,7 @@ class BackendModel:
         return 0.0
 
     def waiting(self) -> int:
-        return sum(1 for a in self.queue if not a.done)
+        return self.queued
 
     def start_after(self, now: float) -> float:
         """When an attempt submitted now would get a slot (for the oracle, which knows the draws
@@ -166,9 +205,7 @@ class BackendModel:
         )
         frees += [now] * (self.slots - len(frees))
         heapq.heapify(frees)
-        for queued in self.queue:
-            if queued.done:
-                continue
+        for queued in self.waiting_in_order():
             at = max(now, heapq.heappop(frees))
             heapq.heappush(frees, at + (queued.timing.total_s if queued.timing else 0.0))
         return max(now, frees[0])
