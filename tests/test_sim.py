@@ -197,3 +197,27 @@ def test_backend_queue_order_and_displacement() -> None:
         attempts[0],
         None,
     ]
+
+
+def test_after_a_partition_probes_find_the_way_back_to_the_cloud(tmp_path: Path) -> None:
+    planning = {
+        "class": "planning",
+        "rate_per_s": 1.0,
+        "prompt_tokens": {"median": 300, "p95": 600, "min": 50, "max": 1000},
+        "output_tokens": {"median": 60, "p95": 120, "min": 10, "max": 200},
+        "regions": {"us": 1.0},
+    }
+    faults = [{"kind": "partition", "start_s": 100, "end_s": 150}]
+    engine = Engine(scenario(tmp_path, [planning], faults=faults, duration_s=400), "policy")
+    offline_at: list[float] = []
+    engine.health.on_breaker_change(
+        lambda: offline_at.append(engine.clock.now) if engine.health.offline else None
+    )
+    result = engine.run()
+    t, cloud = result.series_t, result.series_answers["cloud"]
+    assert offline_at
+    assert 100 <= offline_at[0] < 110
+    assert sum(n for at, n in zip(t, cloud, strict=True) if 110 < at <= 150) == 0
+    # Offline clears only when a cloud request or probe succeeds: the simulated prober's.
+    assert sum(n for at, n in zip(t, cloud, strict=True) if 250 < at <= 400) > 100
+    assert engine.prober.sent > 0

@@ -46,6 +46,7 @@ from hybridgate.policy.table import Policy
 from hybridgate.sim.baselines import Route, RouterEnv, make_router
 from hybridgate.sim.faults import FaultIndex, FaultSchedule
 from hybridgate.sim.models import Attempt, BackendModel, BackendProfile
+from hybridgate.sim.probes import TICK_S, SimProber
 from hybridgate.sim.results import ClassResult, RunResult
 from hybridgate.sim.shapes import Shape, ShapePool, TraceShapes
 from hybridgate.sim.trace import TraceRecord
@@ -61,7 +62,9 @@ _ERRORS: dict[ErrorKind, type[UpstreamError]] = {
     ErrorKind.CRASHED: BackendCrashed,
     ErrorKind.UNAVAILABLE: BackendUnavailable,
 }
-_ARRIVE, _END, _QUEUE_TIMEOUT, _HEDGE, _RETRY, _SAMPLE, _NODE_DOWN, _REPLAY = range(8)
+_ARRIVE, _END, _QUEUE_TIMEOUT, _HEDGE, _RETRY, _SAMPLE, _NODE_DOWN, _REPLAY, _PROBE_TICK, _PROBE_DONE = range(
+    10
+)
 _WALK, _RACE = 0, 1
 
 
@@ -154,6 +157,14 @@ class Engine:
         self.backends = {n: BackendModel(n, scenario.profiles[n]) for n in names}
         self.priority = {name: cls.priority for name, cls in policy.classes.items()}
         self.faults = FaultIndex(scenario.faults, self.cloud)
+        self.prober = SimProber(
+            config,
+            self.health,
+            self.backends,
+            self.faults,
+            random.Random(f"{seed}:probes"),
+            lambda at, done: self._at(at, _PROBE_DONE, done),
+        )
         env = RouterEnv(
             policy, names, self.health, self.backends, self.faults, random.Random(f"{seed}:router")
         )
@@ -200,6 +211,7 @@ class Engine:
         for fault in self.faults.node_downs:
             self._at(fault.start_s, _NODE_DOWN, fault)
         self._at(0.0, _SAMPLE, None)
+        self._at(0.0, _PROBE_TICK, None)
         heap, clock = self._heap, self.clock
         handlers: list[Callable[[object], None]] = [
             self._arrive,
@@ -210,6 +222,8 @@ class Engine:
             self._sample,
             self._node_down,
             self._replay,
+            self._probe_tick,
+            self._probe_done,
         ]
         pop = heapq.heappop
         while heap:
@@ -540,7 +554,7 @@ class Engine:
         cloud = self.cloud[name]
         if not cloud and att.served_at < 0:
             return
-        if cloud and att.fail_kind is not None and not answered and att.timing is None:
+        if cloud and att.fail_kind is not None:
             return
         prompt = shape.prompt_tokens
         output = req.output if answered else 0
@@ -551,6 +565,17 @@ class Engine:
         )
         self.result.cost_usd["cloud" if cloud else "local"] += cost.total
         self.result.egress_bytes += n_bytes
+
+    def _probe_tick(self, obj: object) -> None:
+        now = self.clock.now
+        self.prober.start_due(now)
+        if self._open > 0 or self._more(now):
+            self._at(now + TICK_S, _PROBE_TICK, None)
+
+    def _probe_done(self, obj: object) -> None:
+        if isinstance(obj, tuple):
+            name, result = obj
+            self.prober.done(name, result)
 
     def _sample(self, obj: object) -> None:
         result, now = self.result, self.clock.now
