@@ -304,14 +304,19 @@ def simulate(
     workload: Annotated[Path, typer.Option("--workload", "-w", help="Workload YAML (classes, backends).")],
     faults: Annotated[Path | None, typer.Option("--faults", help="Fault schedule YAML.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same report.")] = 1,
-    requests: Annotated[int | None, typer.Option("--requests", help="Stop after this many requests.")] = None,
+    requests: Annotated[
+        int | None, typer.Option("--requests", min=1, help="Stop after this many requests.")
+    ] = None,
     duration: Annotated[
-        float | None, typer.Option("--duration", help="Simulated seconds (default: the workload's).")
+        float | None,
+        typer.Option("--duration", min=0.001, help="Simulated seconds (default: the workload's)."),
     ] = None,
     baselines: Annotated[
         str, typer.Option("--baselines", help="all, none, or a list: local-only,cloud-only,...")
     ] = "all",
-    split: Annotated[float, typer.Option("--split", help="static-split: share sent to local.")] = 0.5,
+    split: Annotated[
+        float, typer.Option("--split", min=0.0, max=1.0, help="static-split: share sent to local.")
+    ] = 0.5,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the report.")] = Path(
         "sim-report"
     ),

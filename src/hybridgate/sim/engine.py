@@ -9,6 +9,8 @@ What is the server's own code and what is the simulator's (docs/simulator.md has
   :class:`~hybridgate.execution.retry.RetryBudget`, per-attempt deadlines
   (``Candidate.timeouts``), the hedge delay (``RoutePlan.hedge``) and the cost model. They read
   :class:`VirtualClock`, so breakers open and half-open and windows slide in simulated time.
+- re-implemented: the prober's scheduling rules (:mod:`hybridgate.sim.probes`; the results go
+  to the real ``LiveHealth.probed``).
 - the simulator's own: the attempt loop below. It mirrors ``Executor.walk`` and
   ``Executor._hedged`` step by step (admit, started, succeeded/failed, cut_short, finished; retry
   same / next / stop; hedge after the plan's delay when the budget and the second candidate's
