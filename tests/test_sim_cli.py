@@ -123,3 +123,35 @@ def test_bad_files_exit_non_zero_without_a_traceback(tmp_path: Path) -> None:
     assert "YAML syntax error" in syntax.stderr
     assert "Traceback" not in syntax.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_seed_gives_the_same_json_in_another_process(tmp_path: Path) -> None:
+    """Nothing may depend on hash randomisation or object addresses (set order, id())."""
+    import os
+
+    workload = tmp_path / "workload.yaml"
+    classes = [actuation(3.0), {**actuation(1.0), "class": "interactive", "sensitive_share": 0.3}]
+    workload.write_text(yaml.safe_dump({"model": "hybrid", "backends": BACKENDS, "classes": classes}))
+    faults = tmp_path / "faults.yaml"
+    schedule = [
+        {"kind": "node_down", "deployments": ["local-a"], "start_s": 20, "end_s": 40},
+        {"kind": "outage", "deployments": ["cloud-us"], "start_s": 30, "end_s": 60},
+    ]
+    faults.write_text(yaml.safe_dump({"faults": schedule}))
+    reports = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"out-{hash_seed}"
+        args = ["simulate", "-c", str(GATEWAY), "-w", str(workload), "--faults", str(faults)]
+        args += ["--duration", "90", "--no-progress", "-o", str(out)]
+        done = subprocess.run(
+            [sys.executable, "-m", "hybridgate.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert done.returncode == 0, done.stderr
+        reports.append((out / "report.json").read_bytes())
+    assert reports[0] == reports[1]
+    assert orjson.loads(reports[0])["runs"]["policy"]["failed_attempts_by_kind"]["crashed"] > 0

@@ -181,10 +181,9 @@ class Engine:
         self.pick_rng = random.Random(f"{seed}:requests")
         self.trace_shapes = TraceShapes(workload.model, policy)
         results = {}
-        for cls in {
-            *(c.workload_class for c in workload.classes),
-            *(r.workload_class for r in scenario.trace),
-        }:
+        for cls in sorted(
+            {*(c.workload_class for c in workload.classes), *(r.workload_class for r in scenario.trace)}
+        ):
             budget = policy.budgets[cls]
             results[cls] = ClassResult(cls, budget.p95_ms / 1000.0, budget.p99_ms / 1000.0)
         self.result = RunResult(router, results)
@@ -405,7 +404,7 @@ class Engine:
         assert timing is not None
         if backend.slots is not None:
             backend.busy += 1
-            backend.running.add(att)
+            backend.running[att] = None
         att.served_at = now
         end = now + backend.cold_start(now) + (timing.ttft_s if timing.error else timing.total_s)
         if end > att.deadline:
@@ -419,7 +418,7 @@ class Engine:
         if backend.slots is None or att.served_at < 0:
             return
         backend.busy -= 1
-        backend.running.discard(att)
+        backend.running.pop(att, None)
         backend.last_active = self.clock.now
         while backend.busy < backend.slots:
             waiting = backend.pop()

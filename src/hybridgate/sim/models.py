@@ -133,7 +133,9 @@ class BackendModel:
         self._pushed = 0
         self.queued = 0  # attempts waiting (the heap may still hold ones that left: lazily dropped)
         self.last_active = 0.0
-        self.running: set[Attempt] = set()
+        # Attempts holding a slot, in the order they got it (a dict: a set's order would depend
+        # on object addresses, and the order of a crash's failures must not).
+        self.running: dict[Attempt, None] = {}
 
     def draw(self, rng: random.Random, prompt_tokens: int, output_tokens: int, slow_factor: float) -> Timing:
         tail = self._tail
