@@ -221,3 +221,23 @@ def test_after_a_partition_probes_find_the_way_back_to_the_cloud(tmp_path: Path)
     # Offline clears only when a cloud request or probe succeeds: the simulated prober's.
     assert sum(n for at, n in zip(t, cloud, strict=True) if 250 < at <= 400) > 100
     assert engine.prober.sent > 0
+
+
+def test_a_model_unloaded_when_idle_pays_its_cold_start(tmp_path: Path) -> None:
+    from tests.support.sim import BACKENDS, PROFILES
+
+    text = (PROFILES / "local-1b-cpu.yaml").read_text()
+    assert "idle_unload_s: null" in text
+    cold = tmp_path / "cold.yaml"
+    cold.write_text(
+        text.replace("cold_start_s: 0.75", "cold_start_s: 3.0").replace(
+            "idle_unload_s: null", "idle_unload_s: 2"
+        )
+    )
+    backends = {**BACKENDS, "local-a": str(cold), "local-b": str(cold)}
+    # One request every 50 s: mostly unloaded by then (a 10 s probe keeps it loaded for 2 s).
+    sparse = [actuation(0.02)]
+    slow = Engine(scenario(tmp_path, sparse, requests=60, backends=backends), "local-only").run()
+    warm = Engine(scenario(tmp_path, sparse, requests=60), "local-only").run()  # never unloaded
+    assert slow.classes["actuation"].to_dict()["p50_s"] > 3.0
+    assert warm.classes["actuation"].to_dict()["p50_s"] < 1.5

@@ -402,11 +402,12 @@ class Engine:
         now = self.clock.now
         timing = att.timing
         assert timing is not None
+        cold = backend.cold_start(now)  # before taking the slot: only an idle model is unloaded
         if backend.slots is not None:
             backend.busy += 1
             backend.running[att] = None
         att.served_at = now
-        end = now + backend.cold_start(now) + (timing.ttft_s if timing.error else timing.total_s)
+        end = now + cold + (timing.ttft_s if timing.error else timing.total_s)
         if end > att.deadline:
             att.fail_kind, end = ErrorKind.TIMEOUT, att.deadline
         elif timing.error:

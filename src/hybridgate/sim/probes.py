@@ -7,7 +7,8 @@ deployment whose probes are enabled (``deployments.<name>.probe``: local by defa
 every ``interval_s`` when idle; while offline, every cloud deployment is probed so the way back
 is noticed. The outcome goes to the real ``LiveHealth.probed``. A probe fails while a fault that
 fails attempts (outage, partition, node down) is active, or when a latency spike pushes it past
-its timeout; a cloud probe (a model list) takes ``CLOUD_PROBE_S``, a local one a first token.
+its timeout; a cloud probe (a model list) takes ``CLOUD_PROBE_S``, a local one a first token
+(and, being an inference, keeps the model loaded).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class SimProber:
             latency = CLOUD_PROBE_S * effect.slow_factor
         else:
             latency = backend.draw(self.rng, 1, 1, effect.slow_factor).ttft_s
+            backend.last_active = now  # a one-token inference: it keeps the model loaded
         if effect.fail is not None:
             result = ProbeResult(False, effect.fail_after_s, f"{effect.fail.value} (simulated fault)")
             latency = effect.fail_after_s
