@@ -46,7 +46,7 @@ from hybridgate.health.live import LiveHealth
 from hybridgate.health.snapshot import DeploymentState
 from hybridgate.policy.table import Policy
 from hybridgate.sim.baselines import Route, RouterEnv, make_router
-from hybridgate.sim.faults import FaultIndex, FaultSchedule
+from hybridgate.sim.faults import NO_EFFECT, FaultIndex, FaultSchedule
 from hybridgate.sim.models import Attempt, BackendModel, BackendProfile
 from hybridgate.sim.probes import TICK_S, SimProber
 from hybridgate.sim.results import ClassResult, RunResult
@@ -107,7 +107,6 @@ class SimRequest:
     __slots__ = (
         "arrival",
         "attempts",
-        "deadline",
         "done",
         "i",
         "output",
@@ -116,6 +115,7 @@ class SimRequest:
         "route",
         "shape",
         "tries",
+        "walk_at",
     )
 
     def __init__(self, shape: Shape, output: int, arrival: float) -> None:
@@ -128,7 +128,7 @@ class SimRequest:
         self.attempts: list[Attempt] = []
         self.racing: list[Attempt] = []
         self.phase = _WALK
-        self.deadline = 0.0
+        self.walk_at = 0.0  # when the attempt loop began (its deadline is worked out on a failure)
         self.done = False
 
 
@@ -159,6 +159,7 @@ class Engine:
         self.backends = {n: BackendModel(n, scenario.profiles[n]) for n in names}
         self.priority = {name: cls.priority for name, cls in policy.classes.items()}
         self.faults = FaultIndex(scenario.faults, self.cloud)
+        self._faulty = frozenset(n for n, faults in self.faults.by_deployment.items() if faults)
         self.prober = SimProber(
             config,
             self.health,
@@ -191,6 +192,7 @@ class Engine:
         self.result.series_answers = {"local": [], "cloud": []}
         self.result.series_deployments = {n: [] for n in names}
         self._answers = Counter[str]()
+        self._usage: dict[tuple[str, str], list[float]] = {}  # (deployment, origin) -> tokens, bytes, s
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self._generated = 0
@@ -231,6 +233,7 @@ class Engine:
             t, _, code, obj = pop(heap)
             clock.now = t
             handlers[code](obj)
+        self._price()
         self.result.simulated_s = clock.now
         self.result.budget_denied = self.budget.denied
         self.result.wall_s = time.perf_counter() - started
@@ -307,7 +310,7 @@ class Engine:
     def _enter_walk(self, req: SimRequest) -> None:
         assert req.route is not None
         req.phase = _WALK
-        req.deadline = self.clock.now + req.route.candidates[0].timeouts.total
+        req.walk_at = self.clock.now
         self._walk(req)
 
     def _walk(self, req: SimRequest) -> None:
@@ -360,7 +363,7 @@ class Engine:
             if shape.violates(spec.capabilities.region, candidate.redact):
                 result.violations += 1
                 result.violations_by_class[shape.ctx.workload_class] += 1
-        effect = self.faults.effect(name, now)
+        effect = self.faults.effect(name, now) if name in self._faulty else NO_EFFECT
         if effect.fail is not None:
             att.fail_kind = effect.fail
             self._at(now + effect.fail_after_s, _END, att)
@@ -497,7 +500,7 @@ class Engine:
             error,
             same_tries=req.tries[att.deployment],
             others_left=req.i + 1 < len(candidates),
-            time_left_s=req.deadline - self.clock.now,
+            time_left_s=req.walk_at + candidates[0].timeouts.total - self.clock.now,
         )
         if decision.action is Action.STOP:
             self._give_up(req, refused=False)
@@ -562,11 +565,23 @@ class Engine:
         output = req.output if answered else 0
         n_bytes = 4 * (prompt + output) if cloud else 0
         held = now - att.served_at if att.served_at >= 0 else 0.0
-        cost = self.sc.policy.deployments[name].cost.actual(
-            prompt, 0, output, n_bytes, shape.ctx.region, held
-        )
-        self.result.cost_usd["cloud" if cloud else "local"] += cost.total
-        self.result.egress_bytes += n_bytes
+        # Costs are linear in tokens, bytes and seconds: summed per (deployment, origin) and priced
+        # once at the end by the real cost model (one call per key instead of one per attempt).
+        key = (name, shape.ctx.region)
+        usage = self._usage.get(key)
+        if usage is None:
+            usage = self._usage[key] = [0, 0, 0, 0.0]
+        usage[0] += prompt
+        usage[1] += output
+        usage[2] += n_bytes
+        usage[3] += held
+
+    def _price(self) -> None:
+        result, deployments = self.result, self.sc.policy.deployments
+        for (name, origin), (prompt, output, n_bytes, held) in sorted(self._usage.items()):
+            cost = deployments[name].cost.actual(int(prompt), 0, int(output), int(n_bytes), origin, held)
+            result.cost_usd["cloud" if self.cloud[name] else "local"] += cost.total
+            result.egress_bytes += int(n_bytes)
 
     def _probe_tick(self, obj: object) -> None:
         now = self.clock.now
