@@ -400,6 +400,51 @@ def log_stats(
     raise typer.Exit(code=code)
 
 
+@app.command()
+def simulate(
+    config: ConfigPath,
+    workload: Annotated[Path, typer.Option("--workload", "-w", help="Workload YAML (classes, backends).")],
+    faults: Annotated[Path | None, typer.Option("--faults", help="Fault schedule YAML.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same report.")] = 1,
+    requests: Annotated[
+        int | None, typer.Option("--requests", min=1, help="Stop after this many requests.")
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0.001, help="Simulated seconds (default: the workload's)."),
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option("--baselines", help="all, none, or a list: local-only,cloud-only,...")
+    ] = "all",
+    split: Annotated[
+        float, typer.Option("--split", min=0.0, max=1.0, help="static-split: share sent to local.")
+    ] = 0.5,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the report.")] = Path(
+        "sim-report"
+    ),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Simulate the gateway on virtual time: the real planner, health, breakers, retries and costs
+    against modelled backends, side by side with baselines. Writes report.md/.html/.json and charts."""
+    from hybridgate.cli_simulate import run_simulate
+
+    code = run_simulate(
+        config,
+        workload,
+        faults,
+        seed=seed,
+        requests=requests,
+        duration_s=duration,
+        baselines=baselines,
+        local_share=split,
+        outdir=output,
+        progress=progress,
+        out=out_console,
+        err=err_console,
+    )
+    raise typer.Exit(code=code)
+
+
 def main() -> None:
     app()
 
