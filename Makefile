@@ -41,6 +41,12 @@ sysdeps-test: sysdeps
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus; \
 	fi
+	@# PostgreSQL's server for the PostgreSQL key store's tests (started by the tests themselves).
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing system packages: postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 # Debian's headless Chromium for the dashboard's browser test (tests/test_dashboard_e2e.py), driven
 # by Playwright through executable_path: `playwright install` (a browser download) is never run.
