@@ -236,3 +236,15 @@ def test_check_and_serve_refuse_bad_workers(tmp_path: Path) -> None:
     zero = runner.invoke(app, ["serve", "-c", str(local), "--port", "0", "--workers", "0"])
     assert zero.exit_code == 2
     assert "--workers" in zero.output
+
+
+def test_auth_is_off_without_saying_so_only_on_loopback(tmp_path: Path) -> None:
+    """No keys and no store: serving beyond this machine needs server.auth.disabled on purpose."""
+    runner = CliRunner()
+    config = tmp_path / "open.yaml"
+    config.write_text(CLOUD_ONLY.replace("WORKERS", "1"))
+    for host in ("0.0.0.0", "::", "192.0.2.10"):
+        result = runner.invoke(app, ["serve", "-c", str(config), "--host", host, "--port", "0"])
+        assert result.exit_code == 2, host
+        assert "server.auth.disabled: true" in result.output
+        assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -260,6 +261,13 @@ def serve(
     )
     listen_host = host or server_cfg.host
     listen_port = server_cfg.port if port is None else port
+    if not _auth_configured(loaded) and not _is_loopback(listen_host):
+        err_console.print(
+            f"[bold red]error:[/] no client keys (server.auth.api_keys, tenancy.store) and {listen_host} "
+            "is not a loopback address: give keys, or set server.auth.disabled: true to serve "
+            "without authentication on purpose"
+        )
+        raise typer.Exit(code=2)
     sock = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -292,6 +300,22 @@ def serve(
     except HybridgateError as exc:  # e.g. the key store is locked or unreadable
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
+
+
+def _auth_configured(loaded: LoadedConfig) -> bool:
+    """Keys to check, or authentication turned off on purpose (``server.auth.disabled``)."""
+    cfg = loaded.config
+    return bool(cfg.server.auth.api_keys) or cfg.tenancy.store is not None or cfg.server.auth.disabled
+
+
+def _is_loopback(host: str) -> bool:
+    """Only this machine can connect: the one place authentication may be off without saying so."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve_workers(

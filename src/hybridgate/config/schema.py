@@ -52,12 +52,14 @@ class ClientKey(Strict):
 
 
 class AuthConfig(Strict):
-    """Client authentication. With no keys and no key store, auth is off (logged loudly)."""
+    """Client authentication. With no keys and no key store, auth is off on a loopback address only
+    (logged loudly); anywhere else that needs ``disabled: true``."""
 
     api_keys: list[SecretStr | ClientKey] = Field(
         default_factory=list,
         description="Accepted client keys (Authorization: Bearer KEY, or x-api-key): plain strings, or "
-        "objects with defaults (see ClientKey). Empty (and no tenancy.store) = auth off.",
+        "objects with defaults (see ClientKey). Empty (and no tenancy.store) = auth off, on a loopback "
+        "address only (elsewhere `serve` refuses unless `disabled` is true).",
     )
     disabled: bool = Field(
         False,
