@@ -222,6 +222,7 @@ async def test_a_key_may_use_only_its_models(env: Harness) -> None:
     denied = await env.call("POST", "/v1/chat/completions", key, body)
     assert denied.status_code == 403
     assert "may not use model 'm'" in denied.json()["error"]["message"]
+    assert _refused(await env.call("GET", "/metrics", CONFIG_KEY), "model_not_allowed") == 1
 
 
 async def test_spend_is_kept_and_retried_when_the_store_is_locked(tmp_path: Path) -> None:
@@ -254,6 +255,7 @@ async def test_budgets_managed_through_the_admin_api_apply_at_once(env: Harness)
     refused = await env.call("POST", "/v1/chat/completions", key, chat)
     assert refused.status_code == 402
     assert "budget 'acme-zero'" in refused.json()["error"]["message"]
+    assert _refused(await env.call("GET", "/metrics", CONFIG_KEY), "budget") == 1
     listed = (await env.call("GET", "/admin/budgets", CONFIG_KEY)).json()["data"]
     assert {b["name"] for b in listed} == {"from-config", "acme-zero"}
     deleted = await env.call("POST", "/admin/budgets/delete", CONFIG_KEY, {"name": "acme-zero"})
@@ -290,6 +292,16 @@ async def test_budgets_set_elsewhere_are_picked_up_on_the_clock(env: Harness) ->
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("the budget set elsewhere was not picked up")
+
+
+def _refused(metrics: httpx.Response, reason: str) -> float:
+    """``hybridgate_admission_refused_total`` for ``reason``, summed over classes."""
+    assert metrics.status_code == 200
+    total = 0.0
+    for line in metrics.text.splitlines():
+        if line.startswith("hybridgate_admission_refused_total{") and f'reason="{reason}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_new_keys_are_unique() -> None:

@@ -193,6 +193,13 @@ def test_rate_limit_is_429_with_retry_after_in_the_clients_format(env: dict[str,
     assert anthropic.status_code == 429
     assert anthropic.json()["error"]["type"] == "rate_limit_error"
     assert "retry-after" in anthropic.headers
+    metrics = httpx.get(f"{env['base']}/metrics", headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+    refused = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.text.splitlines()
+        if line.startswith("hybridgate_admission_refused_total{") and 'reason="rate_limited"' in line
+    ]
+    assert sum(refused) == 2, "both refusals counted"
 
 
 def test_a_request_cannot_choose_its_upstream_or_credentials(env: dict[str, Any]) -> None:

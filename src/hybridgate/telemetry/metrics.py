@@ -57,6 +57,7 @@ class _PerRequest:
 
     outcomes: Counter[tuple[str, str, str, str, str]]
     sensitive: Counter[tuple[str, str]]  # (class, action)
+    refused: Counter[tuple[str, str]]  # (class, reason): admission refusals of tenancy
     slo: SloEvents
     latency: LabelledHistogram
     ttft: LabelledHistogram
@@ -102,6 +103,15 @@ class _Collector(Collector):
         for (cls, action), count in rec.sensitive.items():
             sensitive.add_metric([cls, action], count)
         yield sensitive
+        refused = CounterMetricFamily(
+            "hybridgate_admission_refused",
+            "Requests refused before routing by the key's limits, by class and reason "
+            "(model_not_allowed 403, rate_limited 429, budget 402)",
+            labels=["class", "reason"],
+        )
+        for (cls, reason), count in rec.refused.items():
+            refused.add_metric([cls, reason], count)
+        yield refused
         yield rec.latency.family(
             "hybridgate_request_duration_seconds",
             "Request latency as the client saw it (to the last byte), by class",
@@ -234,6 +244,7 @@ class Metrics:
         self._rec = _PerRequest(
             outcomes=Counter(),
             sensitive=Counter(),
+            refused=Counter(),
             slo=SloEvents(classes),
             latency=LabelledHistogram(_BUCKETS),
             ttft=LabelledHistogram(_BUCKETS),
@@ -273,6 +284,11 @@ class Metrics:
         """A request with sensitive data: ``kept_local``, ``redacted`` (sent to a cloud
         redacted) or ``refused``."""
         self._rec.sensitive[(workload_class, action)] += 1
+
+    def refused(self, workload_class: str, reason: str) -> None:
+        """A request refused by its key's limits before routing: ``model_not_allowed``,
+        ``rate_limited`` or ``budget``. Not an SLO event: the client's own limits said no."""
+        self._rec.refused[(workload_class, reason)] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

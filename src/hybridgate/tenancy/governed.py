@@ -17,7 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hybridgate.errors import BudgetExhausted, PermissionDenied, SensitiveDataRefused, StoreUnavailable
+from hybridgate.errors import (
+    BudgetExhausted,
+    PermissionDenied,
+    RateLimited,
+    SensitiveDataRefused,
+    StoreUnavailable,
+)
 from hybridgate.gateway import Gateway, Served
 from hybridgate.policy.context import ClientIdentity, RequestContext
 from hybridgate.policy.planner import estimate_prompt_tokens
@@ -132,7 +138,23 @@ class GovernedGateway:
         return MaxCost(worst, worst_local, worst_tokens)
 
     def _admit(self, model: str, prompt_tokens: int, max_tokens: int | None, ctx: RequestContext) -> _Ticket:
-        """Model allow-list, rate limits, then budgets: 403, 429 or 402 before anything is sent."""
+        """Model allow-list, rate limits, then budgets: 403, 429 or 402 before anything is sent
+        (each refusal counted in ``hybridgate_admission_refused_total``)."""
+        try:
+            return self._admission(model, prompt_tokens, max_tokens, ctx)
+        except PermissionDenied:
+            self.gateway.metrics.refused(ctx.workload_class, "model_not_allowed")
+            raise
+        except RateLimited:
+            self.gateway.metrics.refused(ctx.workload_class, "rate_limited")
+            raise
+        except BudgetExhausted:
+            self.gateway.metrics.refused(ctx.workload_class, "budget")
+            raise
+
+    def _admission(
+        self, model: str, prompt_tokens: int, max_tokens: int | None, ctx: RequestContext
+    ) -> _Ticket:
         self._check_model(model, ctx)
         ticket = _Ticket(ctx)
         if self.limiter is not None:
