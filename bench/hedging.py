@@ -208,7 +208,7 @@ def gateway_config(arm: str, ports: Mapping[str, int], s: Settings) -> bytes:
         retry["retry_budget_ratio"] = s.budget_ratio
     config = {
         "version": 1,
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, "auth": {"disabled": True}},
         "classes": {
             "default": {
                 "latency": {"p95_ms": 600_000, "p99_ms": 600_000, "ttft_ms": 300_000},

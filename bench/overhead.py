@@ -180,7 +180,11 @@ def gateway_config(mock_port: int, api_key: str | None) -> bytes:
     """The generated gateway config (JSON, which is valid YAML): one deployment, one model."""
     config = {
         "version": 1,
-        "server": {"host": "127.0.0.1", "port": 0, "auth": {"api_keys": [api_key] if api_key else []}},
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "auth": {"api_keys": [api_key]} if api_key else {"disabled": True},
+        },
         "deployments": {
             "mock-upstream": {
                 "type": "openai",

@@ -309,7 +309,7 @@ def gateway_config(arm: str, s: Settings, cloud_port: int, decisions: Path) -> b
     }[arm]
     config = {
         "version": 1,
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, "auth": {"disabled": True}},
         "decision_log": {"path": str(decisions)},
         "classes": {
             "default": {**bench_class, "expected_output_tokens": expected_output},

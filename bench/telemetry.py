@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 def gateway_config(mock_port: int, telemetry: bool) -> bytes:
     config: dict[str, Any] = {
         "version": 1,
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, "auth": {"disabled": True}},
         "deployments": {
             "mock-upstream": {
                 "type": "openai",

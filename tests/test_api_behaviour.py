@@ -66,6 +66,7 @@ def gateway(
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 deployments:
   cloud-a:
     type: openai
@@ -246,6 +247,7 @@ def test_unused_port_gives_502(tmp_path: Path) -> None:
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 deployments:
   gone: {{type: openai, base_url: "http://127.0.0.1:{free_port()}/v1", model: x}}
 models:

@@ -56,6 +56,7 @@ def gateway(
         f"""
 version: 1
 server:
+  auth: {{disabled: true}}
   max_body_bytes: 65536
 deployments:
   llama-server:

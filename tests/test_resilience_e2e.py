@@ -61,6 +61,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[
         config.write_text(
             f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 classes:
   default:
     latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}
@@ -280,6 +281,7 @@ def test_flapping_deployment_opens_its_breaker_and_comes_back(
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 classes:
   default: {{latency: {{p95_ms: 20000, p99_ms: 30000, ttft_ms: 5000}}, placement: cloud-first}}
 deployments:
@@ -343,6 +345,7 @@ def test_killed_llama_server_mid_stream(
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 classes:
   default: {{latency: {{p95_ms: 60000, p99_ms: 90000, ttft_ms: 20000}}, placement: local-first}}
 deployments:

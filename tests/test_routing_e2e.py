@@ -52,6 +52,7 @@ def setup(
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 classes:
   private:
     latency: {{p95_ms: 20000, p99_ms: 40000, ttft_ms: 10000}}

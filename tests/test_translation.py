@@ -53,6 +53,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterato
         b_conf.write_text(
             f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 deployments:
   llama:
     type: openai
@@ -71,6 +72,7 @@ models:
         a_conf.write_text(
             f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 deployments:
   via-anthropic:
     type: anthropic

@@ -238,13 +238,18 @@ def test_check_and_serve_refuse_bad_workers(tmp_path: Path) -> None:
     assert "--workers" in zero.output
 
 
-def test_auth_is_off_without_saying_so_only_on_loopback(tmp_path: Path) -> None:
-    """No keys and no store: serving beyond this machine needs server.auth.disabled on purpose."""
+def test_auth_is_never_off_by_omission(tmp_path: Path) -> None:
+    """No keys and no store: `serve` refuses (anywhere, loopback too) unless server.auth.disabled
+    says it is meant; `check` warns."""
     runner = CliRunner()
     config = tmp_path / "open.yaml"
     config.write_text(CLOUD_ONLY.replace("WORKERS", "1"))
-    for host in ("0.0.0.0", "::", "192.0.2.10"):
+    for host in ("127.0.0.1", "0.0.0.0", "::1"):
         result = runner.invoke(app, ["serve", "-c", str(config), "--host", host, "--port", "0"])
         assert result.exit_code == 2, host
+        assert "server.auth: no client keys" in result.output
         assert "server.auth.disabled: true" in result.output
         assert "Traceback" not in result.output
+    checked = runner.invoke(app, ["check", str(config)])
+    assert checked.exit_code == 0
+    assert "`serve` will refuse" in checked.output

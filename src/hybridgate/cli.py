@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -241,7 +240,7 @@ def serve(
     quiet: Annotated[bool, typer.Option(help="Do not print the usage banner.")] = False,
 ) -> None:
     """Run the gateway."""
-    from hybridgate.config.loader import workers_problem
+    from hybridgate.config.loader import NO_AUTH, auth_configured, workers_problem
     from hybridgate.serving.worker import build_gateway, serve_one
 
     loaded = _load_or_exit(config)
@@ -261,12 +260,8 @@ def serve(
     )
     listen_host = host or server_cfg.host
     listen_port = server_cfg.port if port is None else port
-    if not _auth_configured(loaded) and not _is_loopback(listen_host):
-        err_console.print(
-            f"[bold red]error:[/] no client keys (server.auth.api_keys, tenancy.store) and {listen_host} "
-            "is not a loopback address: give keys, or set server.auth.disabled: true to serve "
-            "without authentication on purpose"
-        )
+    if not auth_configured(loaded.config):
+        err_console.print(f"[bold red]error:[/] server.auth: {NO_AUTH}")
         raise typer.Exit(code=2)
     sock = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -300,22 +295,6 @@ def serve(
     except HybridgateError as exc:  # e.g. the key store is locked or unreadable
         err_console.print(f"[bold red]error:[/] {exc.message}")
         raise typer.Exit(code=2) from None
-
-
-def _auth_configured(loaded: LoadedConfig) -> bool:
-    """Keys to check, or authentication turned off on purpose (``server.auth.disabled``)."""
-    cfg = loaded.config
-    return bool(cfg.server.auth.api_keys) or cfg.tenancy.store is not None or cfg.server.auth.disabled
-
-
-def _is_loopback(host: str) -> bool:
-    """Only this machine can connect: the one place authentication may be off without saying so."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _serve_workers(

@@ -231,6 +231,8 @@ def lint(
             errors.append(
                 (where(("deployments", name, "timeouts")), "first_token and idle must not exceed total")
             )
+    if not auth_configured(config):
+        warnings.append((where(("server", "auth")), f"`serve` will refuse: {NO_AUTH}"))
     tracing = config.tracing
     if tracing.enabled and tracing.record_content:
         warnings.append(
@@ -247,6 +249,19 @@ def lint(
             )
         )
     return errors, warnings
+
+
+NO_AUTH = (
+    "no client keys (server.auth.api_keys) and no key store (tenancy.store): give keys, or set "
+    "server.auth.disabled: true to serve without authentication on purpose (local development only)"
+)
+
+
+def auth_configured(config: GatewayConfig) -> bool:
+    """Keys to check, or authentication turned off on purpose: ``serve`` needs one or the other
+    (authentication is never off by omission)."""
+    auth = config.server.auth
+    return bool(auth.api_keys) or config.tenancy.store is not None or auth.disabled
 
 
 def workers_problem(config: GatewayConfig, workers: int) -> str | None:

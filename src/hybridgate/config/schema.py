@@ -52,14 +52,14 @@ class ClientKey(Strict):
 
 
 class AuthConfig(Strict):
-    """Client authentication. With no keys and no key store, auth is off on a loopback address only
-    (logged loudly); anywhere else that needs ``disabled: true``."""
+    """Client authentication. Never off by omission: with no keys and no key store, ``serve``
+    refuses unless ``disabled: true`` says so (logged loudly, shown in /readyz)."""
 
     api_keys: list[SecretStr | ClientKey] = Field(
         default_factory=list,
         description="Accepted client keys (Authorization: Bearer KEY, or x-api-key): plain strings, or "
-        "objects with defaults (see ClientKey). Empty (and no tenancy.store) = auth off, on a loopback "
-        "address only (elsewhere `serve` refuses unless `disabled` is true).",
+        "objects with defaults (see ClientKey). With none and no tenancy.store, `serve` refuses unless "
+        "`disabled` is true.",
     )
     disabled: bool = Field(
         False,
