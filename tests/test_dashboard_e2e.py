@@ -678,6 +678,7 @@ def test_without_client_auth_the_page_asks_for_no_key(tmp_path: Path, browser: B
     config.write_text(
         """
 version: 1
+server: {auth: {disabled: true}}
 deployments:
   cloud: {type: sandbox, profile: instant}
 models:

@@ -399,6 +399,7 @@ def test_several_workers_trace_and_log_every_request(tmp_path: Path) -> None:
     config.write_text(
         f"""
 version: 1
+server: {{auth: {{disabled: true}}}}
 tracing: {{enabled: true, exporter: file, path: spans.jsonl}}
 decision_log: {{path: decisions.jsonl, max_bytes: 4000, keep: 1000}}
 deployments:
