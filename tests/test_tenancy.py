@@ -82,6 +82,23 @@ def test_store_errors_are_clear_and_nothing_is_half_written(tmp_path: Path) -> N
     store.close()
 
 
+def test_a_full_store_is_a_clear_error_and_nothing_is_half_written(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db", busy_timeout_s=0.05)
+    store.record([SpendDelta("b", "2026-11", 1.0, 10, 0.0)], [])
+    # Cap the file at its current size: the way to fill SQLite's "disk" without filling a disk
+    # (the cap is the store connection's own setting, hence the private attribute).
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    many = [SpendDelta(f"budget-{i:05d}-{'x' * 200}", "2026-11", 1.0, 10, 0.0) for i in range(2000)]
+    with pytest.raises(StoreUnavailable, match="the store's disk is full; nothing was written"):
+        store.record([SpendDelta("b", "2026-11", 5.0, 10, 0.0), *many], [])
+    assert store.spend(lambda _: "2026-11", ["b"])["b"].usd == 1.0, "the whole batch was rolled back"
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    store.record([SpendDelta("b", "2026-11", 5.0, 10, 0.0), *many], [])
+    assert store.spend(lambda _: "2026-11", ["b"])["b"].usd == 6.0
+    store.close()
+
+
 # --------------------------------------------------------------------------- budgets
 
 
