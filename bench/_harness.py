@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import importlib.metadata
 import os
+import platform
 import re
 import signal
 import socket
@@ -1012,6 +1013,38 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
     return arm
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM behaves like Ctrl-C: the benchmark unwinds, stopping every child process."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def log_problems(log: str, limit: int = 20) -> list[str]:
+    """Lines of a child's log that look like errors (at most ``limit``)."""
+    bad = [ln for ln in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
+    return bad[:limit]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for the results' metadata)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def write_results(report: Mapping[str, Any], json_path: Path | None, results_dir: Path, name: str) -> Path:
+    """Write a benchmark's JSON to ``json_path``, or to ``results_dir/<name>-<timestamp>.json``."""
+    path = json_path or results_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return path
 
 
 class ChildError(RuntimeError):

@@ -54,7 +54,6 @@ import os
 import platform
 import random
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -62,7 +61,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import orjson
@@ -237,11 +235,6 @@ def sandbox_command(s: Settings, seed: int) -> list[str]:
     log_size = max(10_000, 6 * (s.requests + s.warmup) + 1000)
     return [sys.executable, "-m", "hybridgate.sandbox", "--port", "0", "--profile", s.profile,
             "--seed", str(seed), "--time-scale", repr(s.time_scale), "--log-size", str(log_size)]  # fmt: skip
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C: unwind, stopping every child process."""
-    raise KeyboardInterrupt
 
 
 def _progress(message: str) -> None:
@@ -839,7 +832,7 @@ def run_benchmark(s: Settings) -> dict[str, Any]:
         problems: dict[str, list[str]] = {}
         for name, child in {**gateways, **sandboxes}.items():
             child.stop()
-            problems[name] = _log_problems(child.log_tail(200_000))
+            problems[name] = h.log_problems(child.log_tail(200_000))
         report["meta"]["log_problems"] = {k: v for k, v in problems.items() if v}
     return report
 
@@ -848,20 +841,6 @@ def _start_all(children: Iterable[h.Child], timeout: float) -> list[int]:
     """Start processes one after another (from this thread: a child started from a worker thread
     would get its parent-death signal when that thread ends); their ports, in order."""
     return [int(child.start(timeout).group(1)) for child in children]
-
-
-def _log_problems(log: str) -> list[str]:
-    """Lines of a child's log that look like errors (at most 20)."""
-    bad = [ln for ln in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
-    return bad[:20]
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def _version(dist: str) -> str:
@@ -884,7 +863,7 @@ def _meta(s: Settings, env: Env, started: float, argv: Mapping[str, list[str]]) 
         "python": platform.python_version(),
         "event_loop": h.loop_name(),
         "kernel": platform.release(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": h.cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_end": h.load_average(),
         "processes": {**env.pids, "gateway_argv": dict(argv)},
@@ -1052,18 +1031,10 @@ def print_report(report: dict[str, Any], path: Path, console: Console) -> None:
     console.print(f"results: {path}")
 
 
-def write_json(report: dict[str, Any], s: Settings) -> Path:
-    """Write the JSON results to ``--json`` or to ``bench/results/hedging-<timestamp>.json``."""
-    path = s.json_path or s.results_dir / f"hedging-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    return path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; see the module docstring for exit statuses."""
     s = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    h.sigterm_as_interrupt()
     err = Console(stderr=True)
     try:
         report = run_benchmark(s)
@@ -1078,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     report["targets"] = targets_verdict(report)
     report["warnings"] = warnings_for(report)
-    path = write_json(report, s)
+    path = h.write_results(report, s.json_path, s.results_dir, "hedging")
     print_report(report, path, Console(soft_wrap=False, width=max(Console().width, 170)))
     return 0 if report["checks"]["ok"] else 1
 

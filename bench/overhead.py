@@ -37,14 +37,12 @@ import os
 import platform
 import re
 import secrets
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import orjson
@@ -204,11 +202,6 @@ def gateway_command(config: Path) -> list[str]:
     script = Path(sys.executable).with_name("hybridgate")
     base = [str(script)] if script.exists() else [sys.executable, "-m", "hybridgate.cli"]
     return [*base, "serve", "-c", str(config), "--port", "0", "--quiet"]
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C: unwind, stopping every child process."""
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- c=1 pairs
@@ -515,22 +508,8 @@ def run_benchmark(s: Settings, layout: Layout) -> dict[str, Any]:
             report = runner.run(measure(env, s))
         report["meta"] = _meta(s, layout, env, pinning, started, gw.argv)
         gw.stop()
-        report["meta"]["gateway_log_problems"] = _log_problems(gw.log_tail(200_000))
+        report["meta"]["gateway_log_problems"] = h.log_problems(gw.log_tail(200_000))
     return report
-
-
-def _log_problems(log: str) -> list[str]:
-    """Lines of the gateway log that look like errors (at most 20)."""
-    bad = [ln for ln in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
-    return bad[:20]
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def _version(dist: str) -> str:
@@ -554,7 +533,7 @@ def _meta(
         "python": platform.python_version(),
         "event_loop": h.loop_name(),
         "kernel": platform.release(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": h.cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_end": h.load_average(),
         "layout": {
@@ -716,18 +695,10 @@ def print_report(report: dict[str, Any], path: Path, console: Console) -> None:
     console.print(f"results: {path}")
 
 
-def write_json(report: dict[str, Any], s: Settings) -> Path:
-    """Write the JSON results to ``--json`` or to ``bench/results/overhead-<timestamp>.json``."""
-    path = s.json_path or s.results_dir / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    return path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; see the module docstring for exit statuses."""
     s = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    h.sigterm_as_interrupt()
     layout = plan_layout(s.pin)
     if layout.driver_cpus:
         os.sched_setaffinity(0, layout.driver_cpus)
@@ -745,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     report["targets"] = targets_verdict(report)
     report["warnings"] = warnings_for(report)
-    path = write_json(report, s)
+    path = h.write_results(report, s.json_path, s.results_dir, "overhead")
     print_report(report, path, Console(soft_wrap=False, width=max(Console().width, 170)))
     return 0 if report["checks"]["ok"] else 1
 

@@ -37,6 +37,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+import _harness as h
 from hybridgate.config.governance import DetectionConfig
 from hybridgate.privacy import Scanner
 from hybridgate.privacy.scanner import request_texts
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": "hybridgate-bench-scan/1",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": h.cpu_model(),
         "size_bytes": size,
         "rounds": rounds,
     }
@@ -196,16 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     print(f"results: {out}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import os
 import platform
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import orjson
@@ -220,11 +218,6 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def _pick(explicit: _T | None, default: _T) -> _T:
     return default if explicit is None else explicit
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C: unwind, stopping every child process."""
-    raise KeyboardInterrupt
 
 
 def _progress(message: str) -> None:
@@ -1034,7 +1027,7 @@ def run_benchmark(s: Settings) -> dict[str, Any]:
         problems: list[str] = []
         for arm, child in children.items():
             child.stop()  # SIGTERM: graceful, so the decision log is flushed
-            problems += [f"{arm}: {line}" for line in _log_problems(child.log_tail(500_000))]
+            problems += [f"{arm}: {line}" for line in h.log_problems(child.log_tail(500_000))]
         return build_report(s, measured, envs, decisions, began, problems, model)
 
 
@@ -1096,25 +1089,11 @@ def _result_json(r: Result) -> dict[str, Any]:
     return out
 
 
-def _log_problems(log: str) -> list[str]:
-    """Lines of a gateway log that look like errors (at most 20)."""
-    bad = [ln for ln in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
-    return bad[:20]
-
-
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "?"
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def _meta(
@@ -1135,7 +1114,7 @@ def _meta(
         "python": platform.python_version(),
         "event_loop": h.loop_name(),
         "kernel": platform.release(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": h.cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_end": h.load_average(),
         "processes": {e.arm: {"gateway_pid": e.pid, "port": e.port} for e in envs},
@@ -1256,18 +1235,10 @@ def print_report(report: dict[str, Any], path: Path, console: Console, s: Settin
     console.print(f"results: {path}")
 
 
-def write_json(report: dict[str, Any], s: Settings) -> Path:
-    """Write the JSON results to ``--json`` or to ``bench/results/spillover-<timestamp>.json``."""
-    path = s.json_path or s.results_dir / f"spillover-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    return path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; see the module docstring for exit statuses."""
     s = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    h.sigterm_as_interrupt()
     err = Console(stderr=True)
     try:
         report = run_benchmark(s)
@@ -1280,7 +1251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TimeoutError:
         err.print(f"[red]error:[/] measurements exceeded --max-seconds {s.max_seconds}")
         return 3
-    path = write_json(report, s)
+    path = h.write_results(report, s.json_path, s.results_dir, "spillover")
     print_report(report, path, Console(soft_wrap=False, width=max(Console().width, 200)), s)
     return 0 if report["checks"]["ok"] else 1
 

@@ -31,14 +31,12 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -309,13 +307,9 @@ def print_report(report: dict[str, Any], path: Path, console: Console) -> None:
     console.print(f"JSON: {path}")
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     s = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    h.sigterm_as_interrupt()
     err = Console(stderr=True)
     try:
         report = run(s)
@@ -325,9 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:  # a process did not start
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         return 2
-    path = s.json_path or RESULTS_DIR / f"telemetry-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    path = h.write_results(report, s.json_path, RESULTS_DIR, "telemetry")
     print_report(report, path, Console(width=max(Console().width, 130)))
     return 0 if report["checks"]["ok"] else 1
 
