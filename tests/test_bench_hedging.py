@@ -9,9 +9,7 @@ every attempt, the JSON has the documented keys, exit status 0. Speed is never a
 from __future__ import annotations
 
 import importlib
-import json
 import random
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.bench import run_bench
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WARMUP, REQUESTS = 10, 30
 ARMS = ("unhedged", "hedged")
@@ -27,22 +27,11 @@ ARMS = ("unhedged", "hedged")
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench") / "hedging.json"
     args = [
         *("--warmup", str(WARMUP), "--requests", str(REQUESTS), "--rate", "40"),
-        *("--time-scale", "0.01", "--bootstrap", "50", "--metrics-period", "0.2", "--json", str(out)),
+        *("--time-scale", "0.01", "--bootstrap", "50", "--metrics-period", "0.2"),
     ]
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "hedging.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert str(out) in proc.stdout
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+    return run_bench("hedging.py", args, tmp_path_factory.mktemp("bench") / "hedging.json", timeout=120)
 
 
 @pytest.mark.slow

@@ -5,26 +5,13 @@ Speed is never asserted here: the benchmark reports it.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "scan.py"
+from tests.support.bench import run_bench
 
 
 def test_tiny_run_writes_the_documented_json(tmp_path: Path) -> None:
-    out = tmp_path / "scan.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--tiny", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert str(out) in proc.stdout
-    report = json.loads(out.read_text())
+    report = run_bench("scan.py", ["--tiny"], tmp_path / "scan.json", timeout=300)
     assert report["meta"]["schema"] == "hybridgate-bench-scan/1"
     groups = {r["group"] for r in report["results"]}
     assert groups == {"realistic", "adversarial"}

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.bench import run_bench
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WARMUP, ROUNDS, PER_ROUND = 2, 2, 5
 
@@ -33,22 +35,11 @@ def _load_harness() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench") / "overhead.json"
     args = [
         *("--warmup", str(WARMUP), "--rounds", str(ROUNDS), "--per-round", str(PER_ROUND)),
-        *("--duration", "0.5", "--sweep-warmup", "0.1", "--concurrency", "1,4", "--json", str(out)),
+        *("--duration", "0.5", "--sweep-warmup", "0.1", "--concurrency", "1,4"),
     ]
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "overhead.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert str(out) in proc.stdout
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+    return run_bench("overhead.py", args, tmp_path_factory.mktemp("bench") / "overhead.json", timeout=120)
 
 
 @pytest.mark.slow

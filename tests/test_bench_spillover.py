@@ -9,14 +9,14 @@ answer accounted for, the documented keys present, exit status 0. Speed is never
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.support.bench import run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARMS = ("spill", "failover", "local-only")
@@ -39,24 +39,13 @@ def _load_bench() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench") / "spillover.json"
     args = [
         *("--rounds", "1", "--bursts", "1", "--calm-s", "1.5", "--burst-s", "1"),
         *("--calm-rate", "3", "--burst-rate", "10", "--warmup", "2", "--gap", "0.2"),
         *("--prompt-words", "50,200", "--max-tokens", "16,32", "--seed", "3"),
-        *("--model", str(models_dir / "tiny.gguf"), "--max-seconds", "60", "--json", str(out)),
+        *("--model", str(models_dir / "tiny.gguf"), "--max-seconds", "60"),
     ]
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "spillover.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert str(out) in proc.stdout
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+    return run_bench("spillover.py", args, tmp_path_factory.mktemp("bench") / "spillover.json", timeout=90)
 
 
 @pytest.mark.slow

@@ -5,32 +5,17 @@ Speed is never asserted here."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.support.bench import run_bench
 
 
 @pytest.mark.slow
 def test_telemetry_bench_runs_and_checks_its_telemetry(tmp_path: Path) -> None:
-    out = tmp_path / "telemetry.json"
-    proc = subprocess.run(
-        [
-            *(sys.executable, str(BENCH / "telemetry.py")),
-            *("--warmup", "2", "--rounds", "2", "--per-round", "3", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert str(out) in proc.stdout
-    report = json.loads(out.read_text())
+    args = ("--warmup", "2", "--rounds", "2", "--per-round", "3")
+    report = run_bench("telemetry.py", args, tmp_path / "telemetry.json", timeout=180)
     assert report["meta"]["schema"] == "hybridgate-bench-telemetry/1"
     checks = report["checks"]
     # 2 phases x (2 warm-up + 2 rounds x 3) requests per gateway.

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hybridgate.clock import ManualClock
 from hybridgate.config import load_config_text
@@ -202,9 +203,8 @@ def test_the_scan_matches_whole_names_and_skips_nan() -> None:
 
 @pytest.mark.parametrize("text", [LLAMACPP_METRICS, VLLM_METRICS])
 def test_the_scan_agrees_with_the_reference_parser(text: str) -> None:
-    parser = pytest.importorskip("prometheus_client.parser")
     reference: Counter[str] = Counter()
-    for family in parser.text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.value == sample.value:  # not NaN
                 reference[sample.name] += sample.value

@@ -1,0 +1,28 @@
+"""Running a benchmark script the way a person does, for the benchmarks' smoke tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run_bench(script: str, args: Sequence[str], out: Path, *, timeout: float) -> dict[str, Any]:
+    """``python bench/<script> ARGS --json OUT``: it must exit 0 and name the JSON it wrote,
+    which is returned."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert str(out) in proc.stdout
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
