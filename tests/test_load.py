@@ -203,11 +203,11 @@ def test_the_scan_matches_whole_names_and_skips_nan() -> None:
 
 @pytest.mark.parametrize("text", [LLAMACPP_METRICS, VLLM_METRICS])
 def test_the_scan_agrees_with_the_reference_parser(text: str) -> None:
-    reference: Counter[str] = Counter()
+    reference: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.value == sample.value:  # not NaN
-                reference[sample.name] += sample.value
+                reference[sample.name] = reference.get(sample.name, 0.0) + sample.value
     # Gauges and counters as the text names them (the reference parser adds _total to a counter
     # named without it, as llama.cpp's n_tokens_max is).
     names = [n for n in reference if not n.endswith(("_bucket", "_count", "_sum")) and f"\n{n} " in text]
