@@ -95,18 +95,21 @@ class Verdict(NamedTuple):
 
 
 class Explanation:
-    """Why a request goes where it goes. Immutable; the per-candidate verdicts are built on
-    first use (the hot path needs only the order and the summary)."""
+    """Why a request goes where it goes. Immutable; the per-candidate verdicts, the order's names
+    and the summary may be given as functions, called on first use (the planner's hot path
+    leaves them to whoever reads them: the headers, the decision log, a trace)."""
 
     __slots__ = (
-        "_make",
+        "_make_order",
+        "_make_summary",
+        "_make_verdicts",
+        "_order",
+        "_summary",
         "_verdicts",
         "budget",
         "data",
         "model",
-        "order",
         "placement",
-        "summary",
         "workload_class",
     )
 
@@ -119,25 +122,44 @@ class Explanation:
         budget: Budget,
         data: DataDecision,
         verdicts: tuple[Verdict, ...] | Callable[[], tuple[Verdict, ...]],
-        order: tuple[str, ...],
-        summary: str,
+        order: tuple[str, ...] | Callable[[], tuple[str, ...]],
+        summary: str | Callable[[], str],
     ) -> None:
         self.model = model
         self.workload_class = workload_class
         self.placement = placement
         self.budget = budget
         self.data = data
-        self.order = order
-        self.summary = summary
         self._verdicts = verdicts if isinstance(verdicts, tuple) else None
-        self._make = None if isinstance(verdicts, tuple) else verdicts
+        self._make_verdicts = None if isinstance(verdicts, tuple) else verdicts
+        self._order = order if isinstance(order, tuple) else None
+        self._make_order = None if isinstance(order, tuple) else order
+        self._summary = summary if isinstance(summary, str) else None
+        self._make_summary = None if isinstance(summary, str) else summary
 
     @property
     def verdicts(self) -> tuple[Verdict, ...]:
+        """Every deployment considered, in the model's configured order, kept or dropped and why."""
         if self._verdicts is None:
-            assert self._make is not None
-            self._verdicts, self._make = self._make(), None
+            assert self._make_verdicts is not None
+            self._verdicts, self._make_verdicts = self._make_verdicts(), None
         return self._verdicts
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The deployments to try, in order."""
+        if self._order is None:
+            assert self._make_order is not None
+            self._order, self._make_order = self._make_order(), None
+        return self._order
+
+    @property
+    def summary(self) -> str:
+        """One sentence: where it goes and why."""
+        if self._summary is None:
+            assert self._make_summary is not None
+            self._summary, self._make_summary = self._make_summary(), None
+        return self._summary
 
     def to_dict(self) -> dict[str, Any]:
         return {

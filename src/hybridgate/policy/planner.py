@@ -19,7 +19,6 @@ budget, and spills to the cloud exactly when the local queue would break it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, overload
 
 from hybridgate.backends.base import Capabilities
@@ -40,6 +39,8 @@ from hybridgate.policy.table import (
 )
 from hybridgate.types import EmbeddingRequest, InferenceRequest, Timeouts
 
+_READY = DeploymentState.READY
+
 
 class Candidate(NamedTuple):
     """One deployment to try, with what the planner predicted for it."""
@@ -53,17 +54,20 @@ class Candidate(NamedTuple):
     predicted_p95_s: float | None = None
     predicted_ttft_p95_s: float | None = None
     estimated_cost_usd: float | None = None
+    deadlines: Timeouts | None = None  # ``timeouts``, when already worked out
 
     @property
     def timeouts(self) -> Timeouts:
-        """This attempt's deadlines (worked out when the attempt is made: most plans use one)."""
+        """This attempt's deadlines: from the budget and the predicted p95, never looser than the
+        deployment's own (:func:`attempt_timeouts`)."""
+        if self.deadlines is not None:
+            return self.deadlines
         if self.budget is None or self.predicted_p95_s is None:
             return self.configured
         return attempt_timeouts(self.configured, self.budget, self.predicted_p95_s)
 
 
-@dataclass(frozen=True, slots=True)
-class HedgeSpec:
+class HedgeSpec(NamedTuple):
     """Send the same request to the next candidate when the first is slower than its predicted
     p95: no token after ``first_token_s`` (streamed), no answer after ``answer_s`` (not streamed).
     At the p95, about one request in twenty is hedged ("The Tail at Scale", Dean & Barroso 2013)."""
@@ -100,17 +104,19 @@ class Candidates(Sequence[Candidate]):
         built = self._built.get(index)
         if built is None:
             s = _Scored._make(self._order[index])
-            placement = s.spec.capabilities.placement
+            spec, budget = s.spec, self._budget
+            placement = spec.capabilities.placement
             built = self._built[index] = Candidate(
-                s.spec.name,
+                spec.name,
                 placement,
-                s.spec.timeouts,
-                self._budget,
+                spec.timeouts,
+                budget,
                 self._redact and placement == "cloud",
                 s.expected_s,
                 s.p95_s,
                 s.ttft_p95_s,
                 s.cost_usd,
+                attempt_timeouts(spec.timeouts, budget, s.p95_s),
             )
         return built
 
@@ -125,8 +131,9 @@ class Candidates(Sequence[Candidate]):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RoutePlan:
+class RoutePlan(NamedTuple):
+    """The planner's answer: candidates in order, why, and how to hedge (None: no hedging)."""
+
     model: str
     workload_class: str
     priority: int
@@ -176,14 +183,7 @@ class _Needs(NamedTuple):
     tools: bool
     stream: bool
     images: bool
-
-    @property
-    def mask(self) -> int:
-        """The features needed, as NEEDS_* bits (see :func:`hybridgate.policy.table.lacking`)."""
-        tools = NEEDS_TOOLS if self.tools else 0
-        return (
-            NEEDS_CHAT | tools | (NEEDS_STREAM if self.stream else 0) | (NEEDS_IMAGES if self.images else 0)
-        )
+    mask: int  # the features needed, as NEEDS_* bits (see hybridgate.policy.table.lacking)
 
     @staticmethod
     def of(request: InferenceRequest) -> _Needs:
@@ -202,7 +202,14 @@ class _Needs(NamedTuple):
         for tool in request.tools:
             chars += len(tool.name) + len(tool.description or "") + 64 * len(tool.parameters)
         prompt = chars // 4 + 1
-        return _Needs(prompt, prompt + (request.max_tokens or 1), bool(request.tools), request.stream, images)
+        tools, stream = bool(request.tools), request.stream
+        mask = (
+            NEEDS_CHAT
+            | (NEEDS_TOOLS if tools else 0)
+            | (NEEDS_STREAM if stream else 0)
+            | (NEEDS_IMAGES if images else 0)
+        )
+        return _Needs(prompt, prompt + (request.max_tokens or 1), tools, stream, images, mask)
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -270,7 +277,14 @@ class _Scored(NamedTuple):
     meets: bool
 
 
-def _summary(order: Sequence[tuple[Any, ...]], budget: Budget, cls: WorkloadClass) -> str:
+def _summary(
+    order: Sequence[tuple[Any, ...]], budget: Budget, cls: WorkloadClass, offline: bool = False
+) -> str:
+    summary = _summary_of(order, budget, cls)
+    return f"offline, cloud deployments not tried; {summary}" if offline else summary
+
+
+def _summary_of(order: Sequence[tuple[Any, ...]], budget: Budget, cls: WorkloadClass) -> str:
     if not order:
         return "no eligible deployment"
     first = _Scored._make(order[0])
@@ -285,6 +299,10 @@ def _summary(order: Sequence[tuple[Any, ...]], budget: Budget, cls: WorkloadClas
     if spilled:
         return f"{head} {why}; no {preferred} deployment meets the budget (spill)"
     return f"{head} {why}"
+
+
+def _names(order: Sequence[tuple[Any, ...]]) -> tuple[str, ...]:
+    return tuple([row[4].name for row in order])
 
 
 def plan_chat(
@@ -302,82 +320,76 @@ def plan_chat(
     data = policy.decide(profile, ctx, cls)
     budget = policy.budgets[ctx.workload_class] if ctx.latency_budget_ms is None else budget_of(cls, ctx)
     needs = _Needs.of(request)
-    needed, tokens = needs.mask, needs.tokens
-    prompt, output = needs.prompt_tokens, request.max_tokens or cls.expected_output_tokens
+    needed, tokens, prompt = needs.mask, needs.tokens, needs.prompt_tokens
+    output = request.max_tokens or cls.expected_output_tokens
     n_bytes, origin = 4 * (prompt + output), ctx.region
     ceiling = cls.max_cost_usd
     if ctx.max_cost_usd is not None and (ceiling is None or ctx.max_cost_usd < ceiling):
         ceiling = ctx.max_cost_usd
     p95_budget_s, ttft_budget_s = budget.p95_ms / 1000.0, budget.ttft_ms / 1000.0
-    cloud_first = cls.placement in ("cloud-first", "cloud-only")
     # Rank tiers: 0 meets the budget on the preferred placement, 1 meets it elsewhere (the spill),
     # 2 misses it (fastest first). Within a tier the cheapest first, then the configured order.
-    tier = {"cloud": 0 if cloud_first else 1, "local": 1 if cloud_first else 0}
+    cloud_tier = 0 if cls.placement in ("cloud-first", "cloud-only") else 1
+    local_tier = 1 - cloud_tier
     no_cloud, no_local = _placement_rules(cls, data, ctx)
     regions = data.allowed_regions
+    offline = snapshot.offline
     # The hot loop (a plan is made for every request; 20 deployments must take microseconds):
     # it inlines the arithmetic of health.predictor.predict and CostModel.estimate (a test
-    # checks they agree) and records just enough to order the candidates. The Explanation's
-    # verdicts are built from these records on demand.
+    # checks they agree), reads each deployment's static facts from one precomputed row, and
+    # records just enough to order the candidates. The Explanation's verdicts, order and summary
+    # are built from these records when first read.
     rejected: list[tuple[int, str, str]] = []  # (position, deployment, reason or "" to word later)
     scored: list[tuple[Any, ...]] = []  # _Scored rows
     too_small = 0
     states = snapshot.deployments
-    for position, name in enumerate(model.deployments):
-        spec = policy.deployments[name]
+    for position, row in enumerate(model.rows):
+        spec, name, lacks, window, cloud, region, local_priced, per_s, per_in, per_out, egress, other = row
         health = states.get(name)
-        if health is None or health.state is not DeploymentState.READY:
+        if health is None or health.state is not _READY:
             reason = f"{health.state.value}: {health.detail}".rstrip(": ") if health else "no health known"
             rejected.append((position, name, reason))
             continue
-        caps = spec.capabilities
         problem = None
-        if spec.lacks & needed or tokens > caps.context_window:
-            problem = _capability_problem(needs, caps)
+        if lacks & needed or tokens > window:
+            problem = _capability_problem(needs, spec.capabilities)
             too_small += problem is not None and problem.startswith("context window")
-        elif caps.placement != "cloud":
+        elif not cloud:
             problem = no_local
-        elif snapshot.offline:
+        elif offline:
             problem = f"offline: {snapshot.offline_reason}"
-        elif no_cloud is not None or (regions is not None and caps.region not in regions):
+        elif no_cloud is not None or (regions is not None and region not in regions):
             problem = ""  # placement, governance or residency: worded when the verdicts are built
         if problem is not None:
             rejected.append((position, name, problem))
             continue
-        perf = health.perf or spec.prior
-        slots, in_flight = perf.concurrency, perf.in_flight
-        wait = (
-            (in_flight - slots + 1) * perf.service_s / slots
-            if slots is not None and in_flight >= slots
-            else 0.0
+        ttft_p50_s, ttft_p95_s, tokens_per_s, prefill_per_s, slots, in_flight, service_s, _, _ = (
+            health.perf or spec.prior
         )
-        prefill = prompt / perf.prefill_tokens_per_s
-        decode = output / perf.tokens_per_s
-        ttft_p95 = wait + perf.ttft_p95_s + prefill
+        wait = 0.0
+        if slots is not None and in_flight >= slots:
+            wait = (in_flight - slots + 1) * service_s / slots
+        prefill = prompt / prefill_per_s
+        decode = output / tokens_per_s
+        ttft_p95 = wait + ttft_p95_s + prefill
         p95 = ttft_p95 + decode * DECODE_TAIL
-        expected = wait + perf.ttft_p50_s + prefill + decode
-        prices = spec.cost
-        if prices.placement == "local":
-            cost = expected * prices.compute_per_second
+        expected = wait + ttft_p50_s + prefill + decode
+        if local_priced:
+            cost = expected * per_s
         else:
-            egress = prices.egress_per_byte.get(origin, prices.default_egress_per_byte)
-            cost = prompt * prices.input_per_token + output * prices.output_per_token + n_bytes * egress
+            cost = prompt * per_in + output * per_out + n_bytes * egress.get(origin, other)
         if ceiling is not None and cost > ceiling:
             rejected.append(
                 (position, name, f"estimated ${cost:.6f} exceeds the ${ceiling:.6f} cost ceiling")
             )
             continue
-        meets = p95 <= p95_budget_s and ttft_p95 <= ttft_budget_s
-        if meets:
-            scored.append(
-                (tier[caps.placement], cost, p95, position, spec, wait, ttft_p95, expected, p95, cost, meets)
-            )
+        if p95 <= p95_budget_s and ttft_p95 <= ttft_budget_s:
+            tier = cloud_tier if cloud else local_tier
+            scored.append((tier, cost, p95, position, spec, wait, ttft_p95, expected, p95, cost, True))
         else:
-            scored.append((2, p95, cost, position, spec, wait, ttft_p95, expected, p95, cost, meets))
+            scored.append((2, p95, cost, position, spec, wait, ttft_p95, expected, p95, cost, False))
     order = sorted(scored)  # by rank, which is unique (it ends with the position)
-    summary = _summary(order, budget, cls)
-    if snapshot.offline and any(reason.startswith("offline:") for _, _, reason in rejected):
-        summary = f"offline, cloud deployments not tried; {summary}"
+    went_offline = offline and any(reason.startswith("offline:") for _, _, reason in rejected)
     explanation = Explanation(
         model=model.name,
         workload_class=ctx.workload_class,
@@ -385,27 +397,28 @@ def plan_chat(
         budget=budget,
         data=data,
         verdicts=lambda: _verdicts(policy, cls, rejected, scored, data, ctx),
-        order=tuple(row[4].name for row in order),
-        summary=summary,
+        order=lambda: _names(order),
+        summary=lambda: _summary(order, budget, cls, went_offline),
     )
     if not order:
         _raise_no_candidate(model.name, explanation.verdicts, too_small)
-    candidates = Candidates(order, budget, data.redact)
     hedge = None
     if cls.hedge and len(order) > 1:
-        head = _Scored._make(order[0])
-        hedge = _hedge(head, states.get(head.spec.name))
+        head = order[0]
+        hedge = _hedge(head[6], head[8], states.get(head[4].name))
+    candidates = Candidates(order, budget, data.redact)
     return RoutePlan(model.name, ctx.workload_class, cls.priority, candidates, explanation, hedge)
 
 
-def _hedge(head: _Scored, health: DeploymentHealth | None) -> HedgeSpec:
-    """Hedge at the head's predicted p95, with the tracked first-token p95 (which attempts cut
-    short by earlier hedges still inform) in place of the sketch's when there is one."""
+def _hedge(ttft_p95_s: float, p95_s: float, health: DeploymentHealth | None) -> HedgeSpec:
+    """Hedge at the head's predicted p95 (first token, answer), with the tracked first-token p95
+    (which attempts cut short by earlier hedges still inform) in place of the sketch's when there
+    is one."""
     perf = health.perf if health is not None else None
     shift = 0.0
     if perf is not None and perf.hedge_ttft_s is not None:
         shift = perf.hedge_ttft_s - perf.ttft_p95_s
-    return HedgeSpec(max(0.0, head.ttft_p95_s + shift), max(0.0, head.p95_s + shift))
+    return HedgeSpec(max(0.0, ttft_p95_s + shift), max(0.0, p95_s + shift))
 
 
 def _verdicts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hybridgate.backends.base import Capabilities
 from hybridgate.config.governance import GovernanceConfig
@@ -43,11 +44,48 @@ class DeploymentSpec:
     lacks: int  # NEEDS_* bits it cannot serve
 
 
+class DeploymentRow(NamedTuple):
+    """One deployment of a logical model as the planner's loop reads it: the static facts it
+    checks and prices with, unpacked in one step (built once, with the policy)."""
+
+    spec: DeploymentSpec
+    name: str
+    lacks: int  # NEEDS_* bits it cannot serve
+    context_window: int
+    cloud: bool  # placement, as its adapter reports it
+    region: str
+    local_priced: bool  # priced by compute time (else by tokens and egress)
+    compute_per_second: float
+    input_per_token: float
+    output_per_token: float
+    egress_per_byte: Mapping[str, float]
+    default_egress_per_byte: float
+
+    @staticmethod
+    def of(spec: DeploymentSpec) -> DeploymentRow:
+        caps, cost = spec.capabilities, spec.cost
+        return DeploymentRow(
+            spec,
+            spec.name,
+            spec.lacks,
+            caps.context_window,
+            caps.placement == "cloud",
+            caps.region,
+            cost.placement == "local",
+            cost.compute_per_second,
+            cost.input_per_token,
+            cost.output_per_token,
+            cost.egress_per_byte,
+            cost.default_egress_per_byte,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LogicalModel:
     name: str
     deployments: tuple[str, ...]
     description: str = ""
+    rows: tuple[DeploymentRow, ...] = ()  # the deployments' static facts, in order (compile_policy)
 
 
 @dataclass(frozen=True)
@@ -106,7 +144,8 @@ def compile_policy(config: GatewayConfig, capabilities: Mapping[str, Capabilitie
         )
     models: dict[str, LogicalModel] = {}
     for name, model in config.models.items():
-        logical = LogicalModel(name, tuple(model.deployments), model.description)
+        rows = tuple(DeploymentRow.of(deployments[d]) for d in model.deployments)
+        logical = LogicalModel(name, tuple(model.deployments), model.description, rows)
         models[name] = logical
         for alias in model.aliases:
             models[alias] = logical

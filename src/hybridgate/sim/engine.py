@@ -125,8 +125,8 @@ class SimRequest:
         self.route: Route | None = None
         self.i = 0
         self.tries: dict[str, int] = {}
-        self.attempts: list[Attempt] = []
-        self.racing: list[Attempt] = []
+        self.attempts = 0  # attempts started (a count: a list would make a reference cycle)
+        self.racing: list[Attempt] = []  # emptied when the request is done (see _finish)
         self.phase = _WALK
         self.walk_at = 0.0  # when the attempt loop began (its deadline is worked out on a failure)
         self.done = False
@@ -318,7 +318,7 @@ class Engine:
         assert req.route is not None
         candidates = req.route.candidates
         health = self.health
-        while req.i < len(candidates) and len(req.attempts) < self.max_attempts:
+        while req.i < len(candidates) and req.attempts < self.max_attempts:
             name = candidates[req.i].deployment
             if not health.admit(name):
                 self.result.breaker_skips += 1
@@ -353,7 +353,7 @@ class Engine:
         name = candidate.deployment
         now = self.clock.now
         att = Attempt(req, name, index, now, now + candidate.timeouts.total, backup)
-        req.attempts.append(att)
+        req.attempts += 1
         self.health.started(name)
         result = self.result
         result.attempts[name] += 1
@@ -531,8 +531,7 @@ class Engine:
             self._account(other, req, answered=False)
         if att.backup:
             self.result.hedges_won += 1
-        req.done = True
-        self._open -= 1
+        self._finish(req)
         latency = now - req.arrival
         cls = self.result.classes[req.shape.ctx.workload_class]
         cls.latencies.append(latency)
@@ -542,9 +541,16 @@ class Engine:
         if latency <= cls.p95_budget_s:
             cls.within_budget += 1
 
-    def _give_up(self, req: SimRequest, *, refused: bool) -> None:
+    def _finish(self, req: SimRequest) -> None:
+        """The request is done. Its race's attempts point back at it: let go of them, so that the
+        request and its attempts are freed by reference counting once no event holds them (a
+        cycle would wait for the garbage collector, which then costs a fifth of the run)."""
         req.done = True
+        req.racing.clear()
         self._open -= 1
+
+    def _give_up(self, req: SimRequest, *, refused: bool) -> None:
+        self._finish(req)
         cls = self.result.classes[req.shape.ctx.workload_class]
         if refused:
             cls.refused += 1
