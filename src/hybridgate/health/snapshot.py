@@ -13,8 +13,8 @@ deployment ``ready``: the executor's ``admit`` lets its one trial request throug
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import NamedTuple
 
 from hybridgate.health.breaker import BreakerState
@@ -55,11 +55,10 @@ class DeploymentHealth(NamedTuple):
         return self.state is DeploymentState.READY and self.breaker is not BreakerState.OPEN
 
 
-@dataclass(frozen=True, slots=True)
-class HealthSnapshot:
+class HealthSnapshot(NamedTuple):
     """Every deployment's health, and whether the cloud path as a whole is lost (offline)."""
 
-    deployments: Mapping[str, DeploymentHealth] = field(default_factory=dict)
+    deployments: Mapping[str, DeploymentHealth] = MappingProxyType({})
     offline: bool = False  # the cloud is unreachable: plan local deployments only
     offline_since: float | None = None  # wall-clock seconds
     offline_reason: str = ""

@@ -225,7 +225,11 @@ class DeploymentStats:
         queue = max(own_in_flight - concurrency, reported, 0) if concurrency is not None else reported
         hedge_after = self._tail.value
         if est.in_flight != in_flight or est.concurrency != concurrency or est.hedge_ttft_s != hedge_after:
-            est = est._replace(in_flight=in_flight, concurrency=concurrency, hedge_ttft_s=hedge_after)
+            # The constructor, not _replace: this runs for every snapshot of a busy deployment.
+            ttft_p50, ttft_p95, tps, prefill, _, _, service, samples, _ = est
+            est = PerfEstimate(
+                ttft_p50, ttft_p95, tps, prefill, concurrency, in_flight, service, samples, hedge_after
+            )
         return est, queue, loaded, self._error_rate
 
     def _refresh_if_due(self) -> None:

@@ -100,8 +100,12 @@ class Candidates(Sequence[Candidate]):
     def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = index + len(self._order) if index < 0 else index
         built = self._built.get(index)
+        if built is not None:
+            return built
+        if index < 0:
+            index += len(self._order)
+            built = self._built.get(index)
         if built is None:
             s = _Scored._make(self._order[index])
             spec, budget = s.spec, self._budget
