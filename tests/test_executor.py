@@ -149,8 +149,18 @@ class Observer:
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         self.failures.append((deployment, kind))
 
-    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+    def cut_short(
+        self,
+        deployment: str,
+        over_s: float,
+        *,
+        backup: bool = False,
+        elapsed_s: float | None = None,
+        predicted_wait_s: float = 0.0,
+    ) -> None:
         self.cut_short_by.append((deployment, over_s))
+        assert elapsed_s is not None
+        assert elapsed_s >= 0
         assert backup == (deployment == "b"), "in these tests b is the backup"
 
     def finished(self, deployment: str) -> None:

@@ -208,6 +208,69 @@ def test_an_attempt_cut_short_is_recorded_as_a_lower_bound_only_beyond_the_p95()
     assert later > raised
 
 
+def _seeded_one_slot(clock: ManualClock) -> DeploymentStats:
+    """A one-slot runtime with 20 quick attempts behind it (first token ~20 ms): seeded tracker."""
+    stats = DeploymentStats(ONE_SLOT, clock=clock, min_samples=5)
+    for _ in range(20):
+        stats.started()
+        clock.advance(0.1)
+        stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.02, duration_s=0.1)
+        stats.finished()
+    assert stats.estimate().hedge_ttft_s == pytest.approx(0.02, rel=0.02)
+    return stats
+
+
+def test_a_one_slot_attempt_late_because_it_queued_does_not_raise_the_hedge_delay() -> None:
+    """Hedged because the queue ahead of it outgrew its prediction, then cut short or answered:
+    its lateness is the queue's (which the queue model predicts), not its first token's. Counted
+    as "exceeded", one burst on a local runtime would ratchet the tracker up by up to 1.6x per
+    attempt, to a hedge delay of days (the simulator found 1.4 million seconds)."""
+    clock = ManualClock()
+    stats = _seeded_one_slot(clock)
+    tracked = stats.estimate().hedge_ttft_s
+    p95 = stats.estimate().ttft_p95_s
+    assert tracked is not None
+    for _ in range(3):
+        stats.started()  # three sent at once; the planner predicted 0.1 s of wait per one ahead
+    clock.advance(5.0)  # the first writes a long answer: first token at 20 ms, done after 5 s
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=0.02, duration_s=5.0)
+    stats.finished()
+    after_first = stats.estimate().hedge_ttft_s
+    assert after_first is not None
+    assert after_first <= tracked
+    # The second was hedged (predicted 0.1 s of wait + 20 ms, it had waited 5 s) and loses 10 ms
+    # after it got the slot: its own part is within the prediction, so nothing is known of it.
+    clock.advance(0.01)
+    stats.record_cut_short(5.01 - 0.12, elapsed_s=5.01, predicted_wait_s=0.1)
+    stats.finished()
+    assert stats.estimate().hedge_ttft_s == pytest.approx(after_first)
+    assert stats.estimate().ttft_p95_s == pytest.approx(p95, rel=0.02), "no lower bound from the queue"
+    # The third was hedged too, and answered first anyway: it waited for the slot (5 s by the
+    # one-server rule), and its own first token (15 ms) is known, which the tracker hears instead
+    # of "exceeded".
+    clock.advance(0.1)
+    stats.record_success(prompt_tokens=1, completion_tokens=11, ttft_s=5.015, duration_s=5.11, late=True)
+    stats.finished()
+    after = stats.estimate().hedge_ttft_s
+    assert after is not None
+    assert after <= after_first
+
+
+def test_a_one_slot_attempt_cut_short_while_served_still_counts_as_exceeded() -> None:
+    """No wait for the slot: the time past the prediction was the runtime's own."""
+    clock = ManualClock()
+    stats = _seeded_one_slot(clock)
+    tracked = stats.estimate().hedge_ttft_s
+    assert tracked is not None
+    stats.started()
+    clock.advance(1.0)
+    stats.record_cut_short(0.98, elapsed_s=1.0)  # served at once (no wait), 0.98 s past its p95
+    stats.finished()
+    raised = stats.estimate().hedge_ttft_s
+    assert raised is not None
+    assert raised > tracked
+
+
 def _hedged_deployment(use_tracker: bool) -> tuple[float, float, float]:
     """A hedged deployment: nine attempts in ten take ~25 ms, one in ten is heavy-tailed. An
     attempt still running at the hedge delay is hedged; when the hedge wins, it is cut short and

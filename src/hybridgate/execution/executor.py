@@ -81,10 +81,19 @@ class AttemptObserver(Protocol):
 
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None: ...
 
-    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+    def cut_short(
+        self,
+        deployment: str,
+        over_s: float,
+        *,
+        backup: bool = False,
+        elapsed_s: float | None = None,
+        predicted_wait_s: float = 0.0,
+    ) -> None:
         """An attempt that lost a hedge race was cancelled before it answered (for a stream:
         before its first event), ``over_s`` after its predicted p95 time for that (negative if
-        sooner); ``backup`` when it was the hedge. Its latency is known only to be longer:
+        sooner; the prediction included ``predicted_wait_s`` of queue wait), ``elapsed_s`` after
+        it was sent; ``backup`` when it was the hedge. Its latency is known only to be longer:
         recorded as that lower bound, so that the predictor does not learn from the winners
         alone (it would then hedge ever sooner)."""
         ...
@@ -114,7 +123,15 @@ class _NoObserver:
     def failed(self, deployment: str, kind: str, retry_after: float | None = None) -> None:
         pass
 
-    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
+    def cut_short(
+        self,
+        deployment: str,
+        over_s: float,
+        *,
+        backup: bool = False,
+        elapsed_s: float | None = None,
+        predicted_wait_s: float = 0.0,
+    ) -> None:
         pass
 
     def finished(self, deployment: str) -> None:
@@ -456,8 +473,13 @@ class Executor:
         for task, attempt, candidate in zip(racing, attempts, pair, strict=False):
             predicted = candidate.predicted_ttft_p95_s if streamed else candidate.predicted_p95_s
             if not task.done() and predicted is not None:
+                elapsed = now - attempt.started
                 self.observer.cut_short(
-                    attempt.deployment, now - attempt.started - predicted, backup=attempt.hedge
+                    attempt.deployment,
+                    elapsed - predicted,
+                    backup=attempt.hedge,
+                    elapsed_s=elapsed,
+                    predicted_wait_s=candidate.predicted_wait_s,
                 )
 
     # ------------------------------------------------------------------ entry points

@@ -192,8 +192,18 @@ class LiveHealth:
         self._reports[deployment] += 1
         self._outcome(deployment, ok=False, kind=kind, retry_after=retry_after)
 
-    def cut_short(self, deployment: str, over_s: float, *, backup: bool = False) -> None:
-        self.stats[deployment].record_cut_short(over_s, backup=backup)
+    def cut_short(
+        self,
+        deployment: str,
+        over_s: float,
+        *,
+        backup: bool = False,
+        elapsed_s: float | None = None,
+        predicted_wait_s: float = 0.0,
+    ) -> None:
+        self.stats[deployment].record_cut_short(
+            over_s, backup=backup, elapsed_s=elapsed_s, predicted_wait_s=predicted_wait_s
+        )
         self._dirty.add(deployment)
 
     def finished(self, deployment: str) -> None:

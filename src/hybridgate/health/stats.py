@@ -98,12 +98,15 @@ class DeploymentStats:
         its wait in the queue is taken out (see the module docstring). A ``backup`` (a hedge) is
         left out of the hedge's tracker: a backup that loses is cancelled, mostly while slow and
         before anything is known about it, so the backups that finish are the fast ones. A
-        ``late`` attempt (its hedge was sent) exceeded the hedge delay, whatever the tracker's
-        value has become since.
+        ``late`` stream (its hedge was sent) exceeded the first-token delay, whatever the
+        tracker's value has become since. A late whole answer, or an attempt late after waiting
+        for a one-slot runtime's slot, may have been late for its length or the queue (which the
+        predictor models apart): the tracker hears its own first token instead.
         """
         self.completed += 1
         estimate = self._estimate
         prefill = prompt_tokens / estimate.prefill_tokens_per_s
+        streamed = ttft_s is not None
         if ttft_s is not None and completion_tokens >= 2 and duration_s > ttft_s:
             self._decode.add((duration_s - ttft_s) / (completion_tokens - 1))
         if ttft_s is None:
@@ -111,14 +114,21 @@ class DeploymentStats:
         wait = self._queue_wait(duration_s)
         first_token = max(0.0, ttft_s - wait - prefill)
         self._ttft.add(first_token)
-        if late:
+        if late and streamed and wait <= 0.0:
             self._tail.exceeded()
         elif not backup:
             self._tail.observe(first_token)
         self._service.add(duration_s - wait)
         self._recorded += 1
 
-    def record_cut_short(self, over_s: float, *, backup: bool = False) -> None:
+    def record_cut_short(
+        self,
+        over_s: float,
+        *,
+        backup: bool = False,
+        elapsed_s: float | None = None,
+        predicted_wait_s: float = 0.0,
+    ) -> None:
         """An attempt cancelled, unanswered, ``over_s`` after its predicted p95 time (negative if
         sooner; the prediction counts prefill and queue wait, so ``over_s`` is measured against
         the first-token p95 alone): its first token would have come after p95 + ``over_s``.
@@ -131,8 +141,24 @@ class DeploymentStats:
         times, and the p95 a hedge waits for would sink towards the fast requests' p95 (see
         :mod:`hybridgate.health.tail`). Backups never reach the tracker (see
         :meth:`record_success`).
+
+        On a one-slot runtime, ``elapsed_s`` (since the attempt was sent) splits off its wait for
+        the slot by the one-server rule, and ``over_s`` is taken against the first-token part of
+        the prediction alone (without the ``predicted_wait_s`` it included): the queue model
+        predicts the wait on its own. Counted whole, a queue that outgrew its prediction would
+        ratchet the hedge delay up by the tracker's step per cut attempt, to days (the simulator
+        found 1.4 million seconds after a long burst). An attempt cut before its own part reached
+        the prediction tells nothing of the tail. Nor does an attempt cut while others were in
+        flight on the same single slot: it may never have held the slot, so neither its own time
+        nor when the slot was freed is known (the next attempt's service then counts from the
+        last known free slot, which errs towards predicting a longer queue).
         """
-        self._queue_wait(0.0)  # it held a one-slot runtime's slot until now
+        if self.in_flight > 1 and self._slots() == 1:
+            return
+        wait = self._queue_wait(elapsed_s or 0.0)  # it held a one-slot runtime's slot until now
+        over_s += predicted_wait_s - wait
+        if over_s < 0 and (wait > 0 or predicted_wait_s > 0):
+            return  # its own time was within the prediction when it was cut: nothing known
         self._refresh_if_due()
         p95 = self._estimate.ttft_p95_s
         bound = p95 + over_s

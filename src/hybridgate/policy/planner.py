@@ -55,6 +55,7 @@ class Candidate(NamedTuple):
     predicted_ttft_p95_s: float | None = None
     estimated_cost_usd: float | None = None
     deadlines: Timeouts | None = None  # ``timeouts``, when already worked out
+    predicted_wait_s: float = 0.0  # the queue wait included in the predictions
 
     @property
     def timeouts(self) -> Timeouts:
@@ -121,6 +122,7 @@ class Candidates(Sequence[Candidate]):
                 s.ttft_p95_s,
                 s.cost_usd,
                 attempt_timeouts(spec.timeouts, budget, s.p95_s),
+                s.queue_wait_s,
             )
         return built
 

@@ -197,6 +197,7 @@ class Engine:
         self._seq = 0
         self._generated = 0
         self._open = 0  # requests not yet answered or failed
+        self._last_done = 0.0  # when the last request was answered or failed
         self._progress = progress
 
     # ------------------------------------------------------------------ the loop
@@ -234,7 +235,9 @@ class Engine:
             clock.now = t
             handlers[code](obj)
         self._price()
-        self.result.simulated_s = clock.now
+        # Until the last request was done: timers of requests done long before (a hedge that was
+        # never needed) may still be pending, and say nothing.
+        self.result.simulated_s = self._last_done
         self.result.budget_denied = self.budget.denied
         self.result.wall_s = time.perf_counter() - started
         return self.result
@@ -523,7 +526,14 @@ class Engine:
             candidate = req.route.candidates[other.index]
             predicted = candidate.predicted_ttft_p95_s if req.shape.stream else candidate.predicted_p95_s
             if predicted is not None:
-                self.health.cut_short(other.deployment, now - other.started - predicted, backup=other.backup)
+                elapsed = now - other.started
+                self.health.cut_short(
+                    other.deployment,
+                    elapsed - predicted,
+                    backup=other.backup,
+                    elapsed_s=elapsed,
+                    predicted_wait_s=candidate.predicted_wait_s,
+                )
             other.done = True
             self._release(other)
             self.backends[other.deployment].drop(other)
@@ -548,6 +558,7 @@ class Engine:
         req.done = True
         req.racing.clear()
         self._open -= 1
+        self._last_done = self.clock.now
 
     def _give_up(self, req: SimRequest, *, refused: bool) -> None:
         self._finish(req)
