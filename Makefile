@@ -20,6 +20,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make run     - set up everything and serve $(CONFIG) on 127.0.0.1:8080"
 	@echo "make test    - set up everything, then ruff, mypy --strict and the whole test suite"
+	@echo "make bench   - run every benchmark and write docs/performance.md (BENCH_ARGS=--quick: ~5 min)"
 	@echo "make models-large - also generate the 1.1B-shape Q4_K_M stand-in (~680 MB) for benchmarks"
 
 # A C/C++ toolchain for llama.cpp and the venv module; installed only when missing (Debian).
@@ -94,8 +95,10 @@ unit: $(VENV)/.installed-test browser
 
 test: lint typecheck unit
 
+# Every benchmark, then docs/performance.md from that one run (about 25 minutes; BENCH_ARGS=--quick
+# for about 5). Speed never fails it; a benchmark whose own checks fail does.
 bench: models $(VENV)/.installed-test
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .mypy_cache .ruff_cache .pytest_cache

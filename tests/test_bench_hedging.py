@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.bench import run_bench
+from tests.support.bench import report_section, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WARMUP, REQUESTS = 10, 30
@@ -130,3 +130,13 @@ def test_replay_hedges_only_beyond_the_p95(hedging: ModuleType) -> None:
     replay = hedging.replay_p95_hedge(samples, random.Random(1))
     assert replay["extra_pct"] <= 5.0
     assert replay["hedged_p99_ms"] <= replay["p99_ms"]
+
+
+@pytest.mark.slow
+def test_the_performance_page_shows_this_run_s_numbers(report: dict[str, Any]) -> None:
+    text, targets = report_section("hedging", report)
+    for mode in ("stream", "json"):
+        latency = report["modes"][mode]["latency_ms"][report["modes"][mode]["headline"]]
+        assert f"**{100 * latency['p99_cut']:.1f}%**" in text
+        assert f"**{report['modes'][mode]['arms']['hedged']['extra_pct']:,.2f}%**" in text
+    assert [t[2] for t in targets] == [report["targets"]["stream"]["met"], report["targets"]["json"]["met"]]

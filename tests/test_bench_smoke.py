@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.bench import run_bench
+from tests.support.bench import report_section, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WARMUP, ROUNDS, PER_ROUND = 2, 2, 5
@@ -161,3 +161,16 @@ def test_transport_benchmark_runs(tmp_path: Path) -> None:
         assert result["cpu_us_per_request"] > 0
         assert result["wall_us_per_request"] > 0
     assert data["cpu_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_the_performance_page_shows_this_run_s_numbers(report: dict[str, Any]) -> None:
+    text, targets = report_section("overhead", report)
+    added = report["c1"]["non_stream"]["added"]["total"]
+    assert f"| non-streaming, total | {report['c1']['non_stream']['direct']['total']['p50']:,.3f} |" in text
+    assert f"**{added['p50_ms']:,.3f}**" in text
+    assert "| c=4 |" in text
+    assert [t[2] for t in targets] == [
+        report["targets"]["added_p50_ms"]["met"],
+        report["targets"]["added_p99_ms"]["met"],
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.bench import run_bench
+from tests.support.bench import report_section, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARMS = ("spill", "failover", "local-only")
@@ -118,3 +118,12 @@ def test_the_trace_is_seeded_and_bursty() -> None:
     assert all(
         x.max_tokens in s.max_tokens and s.prompt_words[0] <= x.words <= s.prompt_words[1] for x in a.arrivals
     )
+
+
+@pytest.mark.slow
+def test_the_performance_page_shows_this_run_s_numbers(report: dict[str, Any]) -> None:
+    text, targets = report_section("spillover", report)
+    for arm in ARMS:
+        a = report["arms"][arm]
+        assert f"| {arm} | {a['requests']:,} | **{100 * a['met_share']:.1f}%** |" in text
+    assert {t[0] for t in targets} == {name.replace("_", " ") for name in report["targets"]}

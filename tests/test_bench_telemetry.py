@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bench import run_bench
+from tests.support.bench import report_section, run_bench
 
 
 @pytest.mark.slow
@@ -30,3 +30,7 @@ def test_telemetry_bench_runs_and_checks_its_telemetry(tmp_path: Path) -> None:
             assert len(added["round_diffs_ms"]) == 2
             assert isinstance(added["p50_ms"], float)
     assert set(report["target"]) == {"added_p50_ms", "met"}
+    text, targets = report_section("telemetry", report)  # the performance page's section
+    assert f"**{report['non_stream']['added']['total']['p50_ms']:,.3f}**" in text
+    assert f"({checks['decision_records']} decision records, {checks['spans']} spans)" in text
+    assert [t[2] for t in targets] == [report["target"]["met"]]

@@ -26,3 +26,14 @@ def run_bench(script: str, args: Sequence[str], out: Path, *, timeout: float) ->
     assert str(out) in proc.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     return data
+
+
+def report_section(name: str, data: dict[str, Any]) -> tuple[str, list[tuple[str, str, bool | None]]]:
+    """What ``make bench``'s page (bench/report.py) says of a benchmark's JSON: its Markdown and
+    its judged targets (target, measured, met)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import _report_sections
+
+    section = _report_sections.render(name, data, [])
+    return section.markdown, [(t.target, t.measured, t.met) for t in section.targets]
