@@ -2,8 +2,9 @@
 
 Runs the policy (the real planner, live health, breakers, retry policy and budget, cost model) over
 ``bench/sim/workload-dense.yaml`` (about 130 requests per simulated second against
-``examples/sim/gateway.yaml``), pinned to one CPU, and prints requests/s against the target of a
-million simulated requests in under a minute (16,667 requests/s). With ``--profile N`` it also
+``examples/sim/gateway.yaml``), pinned to one CPU, and prints requests per CPU second (and per
+second of wall time) against the target of a million simulated requests in under a minute of one
+core (16,667 per CPU second). With ``--profile N`` it also
 runs N requests under cProfile and splits the time by area (planner, live health, the
 simulator's own loop, random draws, ...) to say where the time goes.
 
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     pinned = _pin(not args.no_pin)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     run = measure(requests, args.seed, args.workload, args.router)
-    met = run["requests_per_s"] >= TARGET_PER_S
+    # Judged on the simulator's own CPU time: on a core that other processes share, wall time
+    # measures them too (both are reported; they agree on a quiet machine).
+    met = run["requests_per_cpu_s"] >= TARGET_PER_S
+    shared = run["wall_s"] > 1.1 * run["cpu_s"]
     table = Table(
         title=f"hybridgate simulate, {args.router}, one core ({pinned}), load average {load[0]:.2f}"
     )
@@ -123,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         "simulated s",
         "wall s",
         "CPU s",
+        "requests/CPU s",
         "requests/s (wall)",
         "µs CPU/request",
-        "1M in",
+        "1M in (CPU)",
+        "1M in (wall)",
     ):
         table.add_column(column, justify="right")
     table.add_row(
@@ -133,15 +139,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{run['simulated_s']:,.0f}",
         f"{run['wall_s']:.1f}",
         f"{run['cpu_s']:.1f}",
+        f"{run['requests_per_cpu_s']:,.0f}",
         f"{run['requests_per_s']:,.0f}",
         f"{run['us_per_request']:.1f}",
+        f"{1_000_000 / run['requests_per_cpu_s']:.0f} s",
         f"{1_000_000 / run['requests_per_s']:.0f} s",
     )
     console.print(table)
     console.print(
-        f"target: 1,000,000 requests in under 60 s ({TARGET_PER_S:,.0f}/s): "
+        f"target: 1,000,000 requests in under 60 s of one core ({TARGET_PER_S:,.0f} per CPU second): "
         + ("[green]met[/]" if met else "[red]missed[/]")
     )
+    warnings = []
+    if shared:
+        warnings.append(
+            f"the pinned core was shared: wall {run['wall_s']:.1f} s for {run['cpu_s']:.1f} s of CPU "
+            "(other processes ran on it; CPU time per request is also inflated by sharing)"
+        )
+    for warning in warnings:
+        console.print(f"[yellow]! {warning}[/]")
     areas: dict[str, float] = {}
     if to_profile > 0:
         areas = profile(to_profile, args.seed, args.workload, args.router)
@@ -162,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": list(load),
         "python": sys.version.split()[0],
         "target_requests_per_s": round(TARGET_PER_S, 1),
+        "target_basis": "requests per CPU second of the pinned core",
         "target_met": met,
+        "warnings": warnings,
         "run": run,
         "profile_requests": to_profile,
         "time_by_area_percent": areas,

@@ -49,7 +49,7 @@ def test_the_page_shows_the_machine_and_every_number_from_this_run(run: tuple[Pa
     assert f"| plan p99 < 50 µs | {p99:,.1f} µs |" in text
     assert f"| one plan | {planning['plan']['p50_us']:,.1f} |" in text
     simulator = json.loads((results / "simulator.json").read_text())
-    assert f"**{simulator['run']['requests_per_s']:,.0f}**" in text
+    assert f"**{simulator['run']['requests_per_cpu_s']:,.0f}**" in text
     scan = json.loads((results / "scan.json").read_text())
     for row in scan["results"]:
         assert f"| {row['workload']} | {row['group']} | {row['mb_per_s']:,.1f} |" in text
