@@ -482,6 +482,10 @@ def demo(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Keep the hybrid gateway up for its dashboard (Ctrl-C).")
     ] = True,
+    pin: Annotated[
+        bool,
+        typer.Option("--pin/--no-pin", help="Give the local runtime a CPU of its own (2+ CPUs)."),
+    ] = True,
 ) -> None:
     """Run the gateway with the local runtime and the sandbox cloud, drive a mixed agent workload
     through it with the openai SDK (bursts, sensitive prompts, a cloud outage), and the same workload
@@ -500,6 +504,7 @@ def demo(
         output=output,
         port=port,
         wait=wait,
+        pin=pin,
     )
     raise typer.Exit(code=run_demo(args, out_console, err_console))
 

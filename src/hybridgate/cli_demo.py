@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from hybridgate.childproc import ChildStartError
 from hybridgate.demo.arms import BASELINES, read_demo_config, write_arm_config
+from hybridgate.demo.cpus import plan_cpus
 from hybridgate.demo.workload import make_schedule, make_trace
 from hybridgate.errors import ConfigError
 
@@ -49,6 +50,7 @@ class DemoArgs:
     output: Path
     port: int
     wait: bool
+    pin: bool = True
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -99,6 +101,7 @@ def _plan(args: DemoArgs) -> DemoPlan:
         trace=make_trace(args.seed, schedule, args.rate_scale),
         arms=arms,
         configs=configs,
+        cpus=plan_cpus() if args.pin else None,
         output=output,
         port=args.port,
         seed=args.seed,

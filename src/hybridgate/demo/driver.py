@@ -182,6 +182,7 @@ class ReadyWatcher:
     http: aiohttp.ClientSession
     url: str
     started: float
+    on_new_pid: Callable[[str, int], None] | None = None  # a runtime's process appeared
     events: list[dict[str, Any]] = field(default_factory=list)
     pids: dict[str, list[int]] = field(default_factory=dict)
     _offline: bool = False
@@ -209,6 +210,8 @@ class ReadyWatcher:
             pid = runtime.get("pid") if isinstance(runtime, dict) else None
             if isinstance(pid, int) and pid not in self.pids.get(name, []):
                 self.pids.setdefault(name, []).append(pid)
+                if self.on_new_pid is not None:
+                    self.on_new_pid(name, pid)
 
     def _change(self, what: str, state: str, detail: str, initial: str = "ready") -> None:
         before = self._states.get(what, initial)
@@ -216,14 +219,18 @@ class ReadyWatcher:
             self.note(f"{what}: {before} -> {state}", detail)
         self._states[what] = state
 
+    async def poll(self) -> None:
+        """Read ``/readyz`` once; a failed read is skipped (the next one tells)."""
+        try:
+            async with self.http.get(f"{self.url}/readyz") as response:
+                self.observe(await response.json())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+
     async def run(self) -> None:
-        """Poll until cancelled; a failed poll is skipped (the next one tells)."""
+        """Poll until cancelled."""
         while True:
-            try:
-                async with self.http.get(f"{self.url}/readyz") as response:
-                    self.observe(await response.json())
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                pass
+            await self.poll()
             await asyncio.sleep(WATCH_INTERVAL_S)
 
 

@@ -187,6 +187,27 @@ def _sensitive(data: ArmInput, config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+def _spills(records: Sequence[Record], config: GatewayConfig) -> dict[str, int]:
+    """Requests of local-first classes answered by a cloud: planned so (the predicted local wait
+    broke the budget), or moved when the local queue was full (``overloaded``)."""
+    planned = queue_full = 0
+    for r in records:
+        cls = config.classes.get(str(r.get("class")))
+        if (
+            cls is None
+            or cls.placement != "local-first"
+            or placement_of(config, r.get("deployment")) != "cloud"
+        ):
+            continue
+        attempts = [a for a in r.get("attempts") or () if isinstance(a, dict)]
+        if any(a.get("outcome") == "overloaded" for a in attempts):
+            queue_full += 1
+        order = (r.get("plan") or {}).get("order") or []
+        if order and placement_of(config, order[0]) == "cloud":
+            planned += 1
+    return {"spilled_planned": planned, "spilled_queue_full": queue_full}
+
+
 def _planned_around(record: Record | None, reason: str) -> bool:
     """Whether the plan dropped a candidate for ``reason`` (``offline:``, ``circuit_open``)."""
     plan = record.get("plan") if record is not None else None
@@ -282,6 +303,7 @@ def measure(data: ArmInput, config: GatewayConfig, schedule: Schedule) -> dict[s
         "sensitive": _sensitive(data, config),
         "resilience": {
             **_extra_attempts(data.metrics),
+            **_spills(records, config),
             "attempts_by_deployment": dict(sorted(by_deployment.items())),
             "failed_attempts_by_kind": dict(failed_attempts.most_common()),
             "hedged_answers": sum(o.hedged for o in answered),

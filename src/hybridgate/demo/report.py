@@ -76,6 +76,19 @@ def _sensitive_line(arms: Mapping[str, Mapping[str, Any]]) -> str:
     return line + "."
 
 
+def _spill_line(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
+    r = arms["hybrid"]["resilience"]
+    moved = r["spilled_planned"] + r["spilled_queue_full"]
+    if not moved:
+        return None
+    return (
+        f"Hybrid kept {arms['hybrid']['split'].get('local', 0)} answers local and moved {moved} "
+        f"requests of local-first classes to a cloud ({r['spilled_planned']} planned so, the "
+        f"predicted local wait breaking their budget; {r['spilled_queue_full']} when the local "
+        f"queue was full); {r['hedge_won']} of {r['hedge']} hedges won."
+    )
+
+
 def _outage_line(arms: Mapping[str, Mapping[str, Any]]) -> str | None:
     hybrid = arms["hybrid"]["outage"]
     if hybrid is None:
@@ -120,9 +133,7 @@ def conclusion(arms: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The verdict and the sentences that support it, from the numbers alone."""
     hybrid = arms["hybrid"]
     lines = [_attainment_line(arms), _cost_line(arms), _sensitive_line(arms)]
-    outage = _outage_line(arms)
-    if outage is not None:
-        lines.append(outage)
+    lines += [line for line in (_spill_line(arms), _outage_line(arms)) if line is not None]
     lines += _class_lines(arms)
     mine = hybrid["slo_attainment"] or 0.0
     beaten = [n for n, a in arms.items() if n != "hybrid" and (a["slo_attainment"] or 0.0) >= mine]
@@ -235,14 +246,15 @@ def _outage(report: Mapping[str, Any]) -> list[str]:
 
 def _resilience(report: Mapping[str, Any]) -> list[str]:
     lines = [
-        "| arm | cost local | cost cloud | egress | retries | failovers | hedges (won) | breaker skips "
-        "| failed attempts by kind |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | cost local | cost cloud | egress | spilled to a cloud: planned / queue full "
+        "| retries | failovers | hedges (won) | breaker skips | failed attempts by kind |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, a in _arms(report):
         c, r = a["cost_usd"], a["resilience"]
         lines.append(
             f"| {name} | {_usd(c['local'])} | {_usd(c['cloud'])} | {c['egress_bytes'] / 1e6:.2f} MB "
+            f"| {r['spilled_planned']} / {r['spilled_queue_full']} "
             f"| {r['retry']} | {r['failover']} | {r['hedge']} ({r['hedge_won']}) | {r['breaker_skip']} "
             f"| {_errors(r['failed_attempts_by_kind'], 4)} |"
         )

@@ -27,6 +27,7 @@ from hybridgate.config.loader import load_config
 from hybridgate.config.schema import GatewayConfig, LlamaCppDeployment
 from hybridgate.demo import cloud
 from hybridgate.demo.arms import ARMS, DemoConfig
+from hybridgate.demo.cpus import CpuPlan, pin_process, pin_self
 from hybridgate.demo.driver import (
     CLIENT_TIMEOUT_S,
     Progress,
@@ -55,6 +56,7 @@ class DemoPlan:
     trace: tuple[DemoRequest, ...]
     arms: tuple[str, ...]  # in running order; hybrid last
     configs: Mapping[str, Path]  # each arm's gateway.yaml, written and validated
+    cpus: CpuPlan | None  # None: no pinning
     output: Path
     port: int
     seed: int
@@ -127,7 +129,15 @@ async def run_arm(
         )
         loop = asyncio.get_running_loop()
         started = loop.time() + 0.2
-        watcher = ReadyWatcher(http, gateway.base_url, started)
+        local = {n for n, d in config.deployments.items() if isinstance(d, LlamaCppDeployment)}
+        cpus = plan.cpus
+
+        def pin(name: str, pid: int) -> None:
+            if cpus is not None and name in local:
+                pin_process(pid, cpus.local)
+
+        watcher = ReadyWatcher(http, gateway.base_url, started, on_new_pid=pin)
+        await watcher.poll()  # the local runtime pinned before the first request
         progress = Progress()
         background = [asyncio.create_task(watcher.run())]
         background.append(asyncio.create_task(_report_progress(progress, started, len(plan.trace), say)))
@@ -201,6 +211,7 @@ def meta_of(plan: DemoPlan, wall_s: float) -> dict[str, Any]:
         "arms_run_in_order": list(plan.arms),
         "local_model": ", ".join(Path(d.model_path).name for d in local),
         "machine": _machine(),
+        "cpu_pinning": plan.cpus.to_dict() if plan.cpus is not None else None,
         "wall_s": round(wall_s, 1),
     }
 
@@ -211,6 +222,8 @@ async def run(
     """Every arm in order, the report, then (``plan.wait``) the hybrid gateway until cancelled."""
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
+    if plan.cpus is not None:
+        pin_self(plan.cpus)  # the gateways and their sandboxes inherit it
     async with contextlib.AsyncExitStack() as stack:
         hybrid: GatewayProcess | None = None
         for n, arm in enumerate(plan.arms, 1):
