@@ -27,7 +27,7 @@ from hybridgate.cli import app
 from hybridgate.config.governance import DetectionConfig
 from hybridgate.demo.workload import DemoRequest, make_schedule, make_trace
 from hybridgate.privacy.scanner import Scanner
-from tests.support.processes import ManagedProcess
+from tests.support.processes import ManagedProcess, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "demo.yaml"
@@ -215,6 +215,11 @@ def test_ctrl_c_stops_every_child_process(models_dir: Path, tmp_path: Path) -> N
         assert len(gateways) == 1, demo.output
         children = _children(gateways[0])
         assert len(children) == 3  # the llama.cpp worker and the two sandboxes
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:  # the local runtime gets the last CPU, every thread of it; the rest the others
+            (worker,) = [c for c in children if "llamacpp_worker" in _cmdline(Path(f"/proc/{c}"))]
+            assert eventually(lambda: _thread_cpus(worker) == {cpus[-1]}, timeout=30), _thread_cpus(worker)
+            assert os.sched_getaffinity(gateways[0]) == set(cpus[:-1])
         assert demo.proc is not None
         demo.proc.send_signal(signal.SIGINT)
         assert demo.proc.wait(60) == 130
@@ -223,6 +228,17 @@ def test_ctrl_c_stops_every_child_process(models_dir: Path, tmp_path: Path) -> N
     assert "interrupted" in demo.output
     assert "Traceback" not in demo.output
     assert not any(_alive(p) for p in [*gateways, *children])
+
+
+def _thread_cpus(pid: int) -> set[int]:
+    """The CPUs any thread of ``pid`` may run on."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out |= os.sched_getaffinity(int(task.name))
+        except OSError:
+            continue
+    return out
 
 
 def _cmdline(proc: Path) -> str:
