@@ -15,11 +15,14 @@ MODELS_DIR ?= models
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test lint typecheck unit bench models models-large clean sysdeps sysdeps-test browser
+.PHONY: help run test demo lint typecheck unit bench models models-large clean sysdeps sysdeps-test browser
 
 help:
 	@echo "make run     - set up everything and serve $(CONFIG) on 127.0.0.1:8080"
 	@echo "make test    - set up everything, then ruff, mypy --strict and the whole test suite"
+	@echo "make demo    - the gateway (local llama.cpp + sandbox cloud) under a mixed agent workload with"
+	@echo "               an outage, vs local-only and cloud-only; prints the report (~3.5 min), then"
+	@echo "               keeps the gateway up for its dashboard until Ctrl-C (DEMO_ARGS=--help for options)"
 	@echo "make bench   - run every benchmark and write docs/performance.md (BENCH_ARGS=--quick: ~5 min)"
 	@echo "make models-large - also generate the 1.1B-shape Q4_K_M stand-in (~680 MB) for benchmarks"
 
@@ -82,6 +85,11 @@ models-large: $(VENV)/.installed-run
 run: models
 	$(BIN)/hybridgate check $(CONFIG)
 	exec $(BIN)/hybridgate serve -c $(CONFIG)
+
+# The demo drives the gateway with the official openai SDK: the `demo` extra, installed once.
+demo: models
+	@$(BIN)/python -c 'import openai' 2>/dev/null || $(PIP) install -q -e '.[local,demo]'
+	$(BIN)/hybridgate demo -c examples/demo.yaml $(DEMO_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -639,10 +639,18 @@ async def test_sandbox_backend_runs_its_child_through_the_real_adapter(wire: str
     assert backend.capabilities.region == "eu"
     request = InferenceRequest(model="cloud", messages=(Message.of_text("user", PROMPT),), max_tokens=6)
     timeouts = Timeouts(first_token=5, idle=5, total=10)
+    assert backend.describe()["url"] is None
     await backend.start()
     pid = backend.process.pid
     assert pid is not None
     try:
+        # /readyz shows this, so that scripts can reach the gateway's own sandbox's control API.
+        assert backend.describe() == {
+            "sandbox": True,
+            "url": backend.sandbox_url,
+            "pid": pid,
+            "profile": "test-fast",
+        }
         assert (await backend.probe()).ok
         answer = await backend.complete(request, timeouts)
         assert answer.model == "sandbox-gpt"

@@ -1,4 +1,4 @@
-"""The ``hybridgate`` command line: serve, check, config schema, models prepare, sandbox."""
+"""The ``hybridgate`` command line: serve, check, config schema, models prepare, sandbox, demo."""
 
 from __future__ import annotations
 
@@ -446,6 +446,67 @@ def simulate(
         err=err_console,
     )
     raise typer.Exit(code=code)
+
+
+@app.command()
+def demo(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The demo's gateway configuration.")] = Path(
+        "examples/demo.yaml"
+    ),
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="GGUF file for the local deployment (default: the config's)."),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option("--duration", min=5.0, max=3600.0, help="Seconds of workload per arm.")
+    ] = 60.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the workload: same seed, same requests.")] = 1,
+    baselines: Annotated[
+        str, typer.Option("--baselines", help="Arms besides hybrid: all, none, or local-only,cloud-only.")
+    ] = "all",
+    outage_start: Annotated[
+        float | None, typer.Option("--outage-start", help="Seconds into the run (default: 40% of it).")
+    ] = None,
+    outage_length: Annotated[
+        float | None, typer.Option("--outage-length", help="Seconds (default: 25% of the run; 0: none).")
+    ] = None,
+    rate_scale: Annotated[
+        float, typer.Option("--rate-scale", min=0.05, max=10.0, help="Multiply every arrival rate.")
+    ] = 1.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the report.")] = Path(
+        "demo-report"
+    ),
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="The hybrid gateway's port (0: any free one).")
+    ] = 0,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Keep the hybrid gateway up for its dashboard (Ctrl-C).")
+    ] = True,
+    pin: Annotated[
+        bool,
+        typer.Option("--pin/--no-pin", help="Give the local runtime a CPU of its own (2+ CPUs)."),
+    ] = True,
+) -> None:
+    """Run the gateway with the local runtime and the sandbox cloud, drive a mixed agent workload
+    through it with the openai SDK (bursts, sensitive prompts, a cloud outage), and the same workload
+    local-only and cloud-only; print the report and the dashboard URL. Writes report.json/.md."""
+    from hybridgate.cli_demo import DemoArgs, run_demo
+
+    args = DemoArgs(
+        config=config,
+        model=model,
+        duration_s=duration,
+        seed=seed,
+        baselines=baselines,
+        outage_start_s=outage_start,
+        outage_length_s=outage_length,
+        rate_scale=rate_scale,
+        output=output,
+        port=port,
+        wait=wait,
+        pin=pin,
+    )
+    raise typer.Exit(code=run_demo(args, out_console, err_console))
 
 
 def main() -> None:

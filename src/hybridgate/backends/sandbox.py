@@ -54,6 +54,17 @@ class SandboxBackend:
         """Base URL of the running sandbox (its control API lives under ``/sandbox/``)."""
         return self.process.base_url
 
+    def describe(self) -> dict[str, object]:
+        """Live facts for /readyz: the sandbox's base URL (its control API: faults, stats, capture),
+        pid and profile, so scripts can inject faults into the gateway's own sandbox."""
+        running = self.process.running and self.process.port is not None
+        return {
+            "sandbox": True,
+            "url": self.process.base_url if running else None,
+            "pid": self.process.pid if running else None,
+            "profile": self.config.profile,
+        }
+
     def _upstream_config(self, base_url: str) -> OpenAIDeployment | AnthropicDeployment:
         c = self.config
         if c.wire == "anthropic":

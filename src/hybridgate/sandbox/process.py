@@ -9,7 +9,6 @@ Used by the ``sandbox`` backend and by tests::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -19,21 +18,11 @@ from types import TracebackType
 
 import orjson
 
+from hybridgate.childproc import ChildStartError, stop_child, wait_ready
 from hybridgate.sandbox.faults import FaultRule
 
-_POLL_S = 0.02
 
-
-def _ready_port(path: Path) -> int | None:
-    """The port in the ready file, once the child has written it (it renames it into place)."""
-    try:
-        port: int = orjson.loads(path.read_bytes())["port"]
-    except FileNotFoundError:
-        return None
-    return port
-
-
-class SandboxStartError(RuntimeError):
+class SandboxStartError(ChildStartError):
     """The sandbox process exited or did not report ready in time."""
 
 
@@ -98,40 +87,22 @@ class SandboxProcess:
         self._process = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE)
         started = False
         try:
-            self.port = await self._await_ready(self._process, ready)
+            self.port = await wait_ready(
+                self._process, ready, self.start_timeout, "sandbox", SandboxStartError
+            )
             started = True
         finally:
             if not started:  # also when cancelled: never leave the child behind
                 await self.stop()
         return self.port
 
-    async def _await_ready(self, process: asyncio.subprocess.Process, ready: Path) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.start_timeout
-        while (port := _ready_port(ready)) is None:
-            if process.returncode is not None:
-                raise SandboxStartError(
-                    f"sandbox exited with status {process.returncode} before it was ready"
-                )
-            if loop.time() > deadline:
-                raise SandboxStartError(f"sandbox not ready within {self.start_timeout:g} s")
-            await asyncio.sleep(_POLL_S)
-        return port
-
     async def stop(self, grace_s: float = 5.0) -> None:
         """Ask the child to stop (SIGTERM), kill it after ``grace_s``, and reap it. Idempotent."""
         process, self._process = self._process, None
-        if process is not None and process.stdin is not None:
-            process.stdin.close()
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), grace_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()
+            await stop_child(process, grace_s)
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
