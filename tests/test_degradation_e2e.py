@@ -532,8 +532,10 @@ def test_an_outage_is_bridged_with_a_stale_answer(stale_env: Env) -> None:
         reasons.append(raw.headers["x-hybridgate-reason"])
     assert "answered from memory" not in reasons[0], "planned and tried: it failed"
     assert "circuit_open" in reasons[-1], "not even planned: no deployment was acceptable"
-    breaker = env.get("/readyz").json()["deployments"]["flaky"]["health"]["breaker"]
-    assert breaker["state"] == "open"
+    flaky = env.get("/readyz").json()["deployments"]["flaky"]
+    assert flaky["health"]["breaker"]["state"] == "open"
+    assert flaky["state"] == "circuit_open"
+    assert flaky["detail"].startswith("until "), flaky["detail"]
     assert env.upstream.outcomes() == ["error", "error"], "the open breaker kept requests off it"
     streamed = _ask(client, prompt, model="flaky", stream=True)
     assert streamed.headers["x-hybridgate-cache"] == "stale"

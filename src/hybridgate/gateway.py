@@ -883,11 +883,12 @@ class Gateway:
                 continue
             models[name] = {"ready": bool(usable), "deployments": usable}
             ready = ready and bool(usable)
-        deployments: dict[str, dict[str, object]] = {
-            n: {"state": s.value, "detail": d} for n, (s, d) in states.items()
-        }
-        for name in deployments:
-            deployments[name]["health"] = self.health.describe(name)
+        deployments: dict[str, dict[str, object]] = {}
+        for name in states:
+            health = self.health.describe(name)
+            # The routing state: the lifecycle, or circuit_open while a ready one's breaker is open
+            # (readiness above goes by the lifecycle alone: an open breaker closes by itself).
+            deployments[name] = {"state": health["state"], "detail": health["detail"], "health": health}
         for name, backend in self.backends.items():
             if isinstance(backend, Describable):
                 deployments[name]["runtime"] = dict(backend.describe())
