@@ -25,6 +25,7 @@ from hybridgate.errors import (
     BackendCrashed,
     BackendOverloaded,
     BackendUnavailable,
+    ErrorKind,
     UnsupportedFeature,
     UpstreamContextLength,
     UpstreamTimeout,
@@ -68,9 +69,11 @@ async def busy_backend(models_dir: Path) -> AsyncIterator[tuple[LlamaCppBackend,
         yield started, clock
 
 
-async def long_running(backend: LlamaCppBackend) -> AsyncGenerator[StreamEvent]:
+async def long_running(
+    backend: LlamaCppBackend, timeouts: Timeouts = TIMEOUTS
+) -> AsyncGenerator[StreamEvent]:
     """A stream that is running in the worker (its first token has arrived) when this returns."""
-    stream = backend.stream(chat("tell me everything", LONG_GENERATION), TIMEOUTS)
+    stream = backend.stream(chat("tell me everything", LONG_GENERATION), timeouts)
     assert isinstance(await anext(stream), TextDelta)
     return stream
 
@@ -221,10 +224,27 @@ async def test_first_token_deadline_passes_while_queued(
 
     clock.advance(5.0)
 
-    with pytest.raises(UpstreamTimeout, match="first token"):
+    # Never dispatched: overload (the queue had no room for it in time), which the breaker does
+    # not count against the runtime, unlike a runtime that went silent.
+    with pytest.raises(BackendOverloaded, match="first token deadline of 5s passed while waiting") as caught:
         await impatient
+    assert caught.value.kind is ErrorKind.OVERLOADED
     assert backend.stats.queued == 0
     await running.aclose()
+
+
+async def test_total_deadline_passes_while_running_is_a_timeout(
+    busy_backend: tuple[LlamaCppBackend, ManualClock],
+) -> None:
+    """Dispatched to the worker and still going at its deadline: the runtime's own time ran out."""
+    backend, clock = busy_backend
+    stream = await long_running(backend, Timeouts(first_token=60.0, idle=60.0, total=5.0))
+    clock.advance(5.0)
+    with pytest.raises(UpstreamTimeout, match=r"total deadline of 5s passed$"):
+        async for _ in stream:
+            pass
+    await stream.aclose()
+    await wait_until(lambda: backend.stats.in_flight == 0)
 
 
 # --------------------------------------------------------------------------- crashes

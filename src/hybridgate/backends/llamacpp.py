@@ -7,7 +7,8 @@ llama.cpp aborts the whole process on some inputs, so the model runs in
   context is not thread-safe); at most ``max_queue`` wait; beyond that :class:`BackendOverloaded`
   is raised at once, with a ``retry_after`` estimated from recent service times.
 - **Deadlines on the injected clock.** ``Timeouts.first_token``, ``idle`` and ``total`` are watched
-  per request (queue wait included) and end it with :class:`UpstreamTimeout`; the worker is told to
+  per request (queue wait included) and end it with :class:`UpstreamTimeout`
+  (:class:`BackendOverloaded` if it was still waiting for the slot); the worker is told to
   cancel. Closing a stream early (client disconnect) cancels it in the worker and frees the slot
   at once.
 - **Supervision.** If the worker dies, the request it was running fails with
@@ -415,11 +416,20 @@ class LlamaCppBackend:
             when, which, seconds = job.deadline()
             remaining = when - self._clock.monotonic()
             if remaining <= 0:
-                job.events.put_nowait(
-                    UpstreamTimeout(
+                if job.dispatched_at is None:
+                    # Still waiting for the slot: the runtime had no capacity for it in time, which
+                    # is overload (admission, not a fault of the runtime's: no breaker failure).
+                    error: UpstreamError = BackendOverloaded(
+                        f"{self.name}: {which} deadline of {seconds:g}s passed while waiting in the"
+                        " local queue",
+                        deployment=self.name,
+                        retry_after=round(self._service_s * (len(self._waiting) + 1), 3),
+                    )
+                else:
+                    error = UpstreamTimeout(
                         f"{self.name}: {which} deadline of {seconds:g}s passed", deployment=self.name
                     )
-                )
+                job.events.put_nowait(error)
                 return
             await self._clock.sleep(remaining)
 
