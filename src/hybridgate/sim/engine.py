@@ -434,8 +434,9 @@ class Engine:
             self._serve(waiting, backend)
 
     def _queue_timeout(self, obj: object) -> None:
+        """Its deadline passed while it waited for a slot: overload, as the embedded runtime says."""
         if isinstance(obj, Attempt) and not obj.done and obj.served_at < 0:
-            obj.fail_kind = ErrorKind.TIMEOUT
+            obj.fail_kind = ErrorKind.OVERLOADED
             self._end(obj)
 
     def _node_down(self, obj: object) -> None:
