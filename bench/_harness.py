@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -873,6 +873,16 @@ def core_times() -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def busy_cores(cores0: Mapping[str, tuple[int, int, int]]) -> float:
+    """Cores busy since ``cores0`` (a :func:`core_times` reading), summed: 1.0 = one core."""
+    busy = 0.0
+    for core, (total1, idle1, _) in core_times().items():
+        total0, idle0, _ = cores0.get(core, (total1, idle1, 0))
+        if total1 > total0:
+            busy += 1.0 - (idle1 - idle0) / (total1 - total0)
+    return busy
+
+
 def load_average() -> list[float]:
     """1/5/15-minute load averages."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -980,6 +990,28 @@ class RssSampler:
             "samples": self.samples,
             "sample_period_s": self.period,
         }
+
+
+async def open_loop(
+    offsets: Sequence[float], fire: Callable[[int, float], Coroutine[Any, Any, None]], lead_s: float = 0.05
+) -> None:
+    """Open-loop traffic: ``fire(i, due)`` starts at ``offsets[i]`` seconds after now + ``lead_s``
+    (``due`` in ``loop.time()``), whether or not the ones before it have finished; returns when all
+    have. Nothing waits for an answer before sending the next request."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time() + lead_s
+    try:
+        for i, offset in enumerate(offsets):
+            due = start + offset
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fire(i, due)))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 # --------------------------------------------------------------------------- child processes
