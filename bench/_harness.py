@@ -829,13 +829,16 @@ def process_tree(roots: Iterable[int]) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds consumed so far by ``pids`` (all threads)."""
+def cpu_seconds(pids: Iterable[int], *, reaped: bool = False) -> float:
+    """User + system CPU seconds consumed so far by ``pids`` (all threads); with ``reaped``, also
+    by the children they have waited for (which may have lived too briefly to be seen)."""
     ticks = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])
+            if reaped:
+                ticks += int(fields[13]) + int(fields[14])
     return ticks / CLK_TCK
 
 

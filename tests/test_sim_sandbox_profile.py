@@ -111,8 +111,8 @@ def test_builtin_names_and_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "mine.yaml").write_text(VALIDATE_CLOUD.read_text())
     by_path = load_sandbox_backend("sandbox:profiles/mine.yaml", tmp_path)
-    assert by_path.ttft.median == pytest.approx(0.05)  # the file's time_scale 0.1 applied
-    assert by_path.decode_tps.median == pytest.approx(850)
+    assert by_path.ttft.median == pytest.approx(0.025)  # the file's time_scale 0.05 applied
+    assert by_path.decode_tps.median == pytest.approx(1700)
     with pytest.raises(ConfigError, match="unknown sandbox profile"):
         load_sandbox_backend("sandbox:no-such-profile", tmp_path)
     with pytest.raises(ConfigError, match="not found"):
@@ -123,7 +123,7 @@ def test_a_workload_can_name_a_sandbox_profile(tmp_path: Path) -> None:
     backends = {**BACKENDS, "cloud-us": "sandbox:cloud-typical", "cloud-eu": f"sandbox:{VALIDATE_CLOUD}"}
     sc = scenario(tmp_path, [actuation(2.0)], backends=backends, requests=50)
     assert sc.profiles["cloud-us"] == backend_profile_of(load_sandbox_profile("cloud-typical"))
-    assert sc.profiles["cloud-eu"].ttft.median == pytest.approx(0.05)
+    assert sc.profiles["cloud-eu"].ttft.median == pytest.approx(0.025)
 
 
 def test_a_bad_sandbox_backend_is_a_clear_cli_error(tmp_path: Path) -> None:

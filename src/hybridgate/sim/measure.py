@@ -64,7 +64,7 @@ WORDS = (
     "get",
     "has",
     "him",
-    "its",
+    "too",
     "new",
     "now",
     "old",
