@@ -7,6 +7,7 @@ are positive, ordered and consistent.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,12 @@ import pytest
 import yaml
 
 from hybridgate.sim.calibrate import percentile
+from hybridgate.sim.measure import pin_worker
 from hybridgate.sim.models import load_profile
+from hybridgate.types import Timeouts
+from tests.conftest_local import chat, running_backend
+
+TIMEOUTS = Timeouts(connect=10, first_token=60, idle=60, total=120)
 
 LENGTHS = (16, 256, 1024)
 REPEATS = 3
@@ -153,6 +159,8 @@ def _bad(tmp_path: Path, models_dir: Path) -> dict[str, list[str]]:
         "does not fit the context": ["--model", tiny, "--prompt-lengths", "16,4000"],
         "did not start": ["--model", str(not_gguf), "--cold-starts", "1"],
         "--repeats": ["--model", tiny, "--repeats", "1"],
+        "comma-separated CPU numbers": ["--model", tiny, "--worker-cpus", "one"],
+        "this machine has CPUs": ["--model", tiny, "--worker-cpus", "9999"],
     }
 
 
@@ -164,3 +172,22 @@ def test_bad_input_exits_2_with_a_clear_line(tmp_path: Path, models_dir: Path) -
         assert expected in proc.stdout + proc.stderr, (expected, proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr, expected
         assert not (tmp_path / "never.yaml").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin one")
+async def test_the_worker_is_pinned_with_all_its_threads(models_dir: Path) -> None:
+    """``--worker-cpus``: every thread of the real worker process, the generation thread included."""
+    ours = os.sched_getaffinity(0)
+    cpu = max(ours)
+    async with running_backend(models_dir / "tiny.gguf") as backend:
+        await backend.complete(chat("the and you"), TIMEOUTS)  # the generation thread exists by now
+        pin_worker(backend, frozenset({cpu}))
+        pid = backend.stats.pid
+        assert pid is not None
+        tasks = os.listdir(f"/proc/{pid}/task")
+        assert len(tasks) >= 2
+        for tid in tasks:
+            assert os.sched_getaffinity(int(tid)) == {cpu}
+        assert (await backend.complete(chat("the and you"), TIMEOUTS)).usage.completion_tokens > 0
+    assert os.sched_getaffinity(0) == ours  # the gateway side stays where it was

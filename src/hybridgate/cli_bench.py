@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,21 @@ class Target:
 
     deployment: Any  # LlamaCppDeployment (imported lazily: the CLI starts fast)
     origin: str
+
+
+def _parse_cpus(text: str | None) -> frozenset[int] | None:
+    if text is None:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise BenchInputError("--worker-cpus needs Linux (sched_setaffinity)")
+    try:
+        cpus = frozenset(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise BenchInputError(f"--worker-cpus takes comma-separated CPU numbers, not {text!r}") from None
+    count = os.cpu_count() or 1
+    if not cpus or min(cpus) < 0 or max(cpus) >= count:
+        raise BenchInputError(f"--worker-cpus {text}: this machine has CPUs 0-{count - 1}")
+    return cpus
 
 
 def _parse_lengths(text: str) -> tuple[int, ...]:
@@ -207,12 +223,13 @@ def run_bench_local(
     """Returns the exit status: 0 written, 1 the measurements do not fit, 2 bad input."""
     from hybridgate.errors import HybridgateError
     from hybridgate.sim.calibrate import CalibrationError, fit_profile
-    from hybridgate.sim.measure import Plan, describe_machine, measure_local
+    from hybridgate.sim.measure import PinError, Plan, describe_machine, measure_local
     from hybridgate.sim.models import load_profile
 
     try:
         lengths = _parse_lengths(plan_args.pop("prompt_lengths"))
-        plan = Plan(prompt_lengths=lengths, **plan_args)
+        cpus = _parse_cpus(plan_args.pop("worker_cpus"))
+        plan = Plan(prompt_lengths=lengths, worker_cpus=cpus, **plan_args)
         target = _target(model, config, deployment, threads)
         dep = target.deployment
         n_ctx = dep.n_ctx or dep.context_window
@@ -237,6 +254,9 @@ def run_bench_local(
     except HybridgateError as exc:
         err.print(f"[bold red]error:[/] the runtime did not start: {exc.message}")
         return 2
+    except PinError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        return 2
     date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     samples = (
         f"{len(m.start_s)} cold starts, {len(m.short)} short-prompt, {len(m.prefill)} prefill "
@@ -244,6 +264,8 @@ def run_bench_local(
     )
     where = f"{machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable)"
     threads_text = "llama.cpp's default" if dep.n_threads is None else str(dep.n_threads)
+    if plan.worker_cpus is not None:
+        threads_text += f" (worker pinned to CPUs {','.join(map(str, sorted(plan.worker_cpus)))})"
     sources = [
         f"measured by `hybridgate bench local` (hybridgate {__version__}) on {date}: the embedded llama.cpp "
         "runtime (the gateway's supervised worker)",
@@ -286,7 +308,11 @@ def run_bench_local(
             "n_ctx": n_ctx,
             "max_queue": dep.max_queue,
         },
-        "plan": {**asdict(plan), "prompt_lengths": list(lengths)},
+        "plan": {
+            **asdict(plan),
+            "prompt_lengths": list(lengths),
+            "worker_cpus": None if plan.worker_cpus is None else sorted(plan.worker_cpus),
+        },
         "profile": written.model_dump(mode="json"),
         "profile_path": str(out),
         "fit": {
@@ -349,6 +375,9 @@ def bench_local(
         int, typer.Option("--decode-tokens", min=2, help="Output tokens of each decode run.")
     ] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the prompts' words.")] = 1,
+    worker_cpus: Annotated[
+        str | None, typer.Option("--worker-cpus", help="Pin the worker to these CPUs, e.g. 1 (Linux).")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Profile name (default local-<model>).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the profile YAML goes.")] = Path(
         "local-profile.yaml"
@@ -375,6 +404,7 @@ def bench_local(
             "short_tokens": short_tokens,
             "decode_tokens": decode_tokens,
             "seed": seed,
+            "worker_cpus": worker_cpus,
         },
         name=name,
         out=out,

@@ -6,7 +6,9 @@ is measured is what a request to a ``llamacpp`` deployment costs, minus the HTTP
 
 1. **cold starts**: ``cold_starts`` times, start a worker and wait for its model (what a request
    waits when the worker must be started), then close it; the last one stays up;
-2. ``warmup`` discarded requests (the first inferences after a load are slower);
+2. ``warmup`` discarded requests (the first inferences after a load are slower); with
+   ``worker_cpus``, the worker is pinned to those CPUs first (all its threads), so that it runs
+   as it will beside a gateway kept off its core;
 3. **short prompt**: ``repeats`` requests of ``short_tokens`` words, two output tokens: TTFT;
 4. **prefill**: ``repeats`` requests at each of ``prompt_lengths`` (words), two output tokens,
    the lengths interleaved;
@@ -101,6 +103,7 @@ class Plan:
     prompt_lengths: tuple[int, ...] = (16, 256, 1024, 2048)
     decode_tokens: int = 256
     seed: int = 1
+    worker_cpus: frozenset[int] | None = None  # pin the worker (all its threads) to these CPUs
 
 
 class _Runner:
@@ -130,6 +133,24 @@ class _Runner:
         return Sample(
             words, usage.prompt_tokens, usage.completion_tokens, first - started, finished - started
         )
+
+
+class PinError(RuntimeError):
+    """The worker could not be pinned to the CPUs asked for (e.g. outside this container's set)."""
+
+
+def pin_worker(backend: LlamaCppBackend, cpus: frozenset[int] | None) -> None:
+    """Pin every thread of the backend's worker process to ``cpus`` (Linux; None: leave it)."""
+    pid = backend.stats.pid
+    if cpus is None or pid is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+        except OSError as exc:
+            raise PinError(f"cannot pin the worker to CPUs {sorted(cpus)}: {exc.strerror}") from exc
 
 
 async def _start(config: LlamaCppDeployment) -> tuple[LlamaCppBackend, float, float]:
@@ -171,7 +192,9 @@ async def measure_local(
                 if into is not None:
                     into.append(sample)
 
+        pin_worker(backend, plan.worker_cpus)
         await batch("warm-up", [(plan.short_tokens, 2)] * plan.warmup, None)
+        pin_worker(backend, plan.worker_cpus)  # again: the generation thread starts after the load
         await batch("short prompt", [(plan.short_tokens, 2)] * plan.repeats, m.short)
         lengths = plan.prompt_lengths
         # Interleaved, so that a spell of load on the machine falls on every length alike.
