@@ -24,21 +24,7 @@ class _Recording(Engine):
     admitted: list[PlannedRequest]
 
     def _admit(self, req: SimRequest) -> None:
-        shape = req.shape
-        ctx = shape.ctx
-        self.admitted.append(
-            PlannedRequest(
-                t=self.clock.now,
-                workload_class=ctx.workload_class,
-                prompt_tokens=shape.prompt_tokens,
-                output_tokens=req.output,
-                stream=shape.stream,
-                sensitivity=ctx.sensitivity,
-                region=ctx.region,
-                tenant=ctx.tenant,
-                sensitive_kinds=shape.profile.kinds,
-            )
-        )
+        self.admitted.append(PlannedRequest.of(self.clock.now, req.shape, req.output))
         super()._admit(req)
 
 

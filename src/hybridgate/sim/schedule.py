@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hybridgate.config.governance import Sensitivity
 from hybridgate.errors import ConfigError
 from hybridgate.sim.engine import Engine, Scenario
+from hybridgate.sim.shapes import Shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,22 @@ class PlannedRequest:
     region: str
     tenant: str
     sensitive_kinds: frozenset[str]
+
+    @classmethod
+    def of(cls, t: float, shape: Shape, output_tokens: int) -> PlannedRequest:
+        """The request the engine admits at ``t`` with this shape and output length."""
+        ctx = shape.ctx
+        return cls(
+            t,
+            ctx.workload_class,
+            shape.prompt_tokens,
+            output_tokens,
+            shape.stream,
+            ctx.sensitivity,
+            ctx.region,
+            ctx.tenant,
+            shape.profile.kinds,
+        )
 
 
 def planned_requests(scenario: Scenario) -> list[PlannedRequest]:
@@ -54,19 +71,5 @@ def planned_requests(scenario: Scenario) -> list[PlannedRequest]:
         heapq.heappush(heap, (engine.arrivals[i].next(), i))
         pool = engine.pools[i]
         shape = pool.pick(engine.pick_rng)
-        output = max(1, round(pool.output_tokens(engine.pick_rng)))
-        ctx = shape.ctx
-        out.append(
-            PlannedRequest(
-                t=t,
-                workload_class=ctx.workload_class,
-                prompt_tokens=shape.prompt_tokens,
-                output_tokens=output,
-                stream=shape.stream,
-                sensitivity=ctx.sensitivity,
-                region=ctx.region,
-                tenant=ctx.tenant,
-                sensitive_kinds=shape.profile.kinds,
-            )
-        )
+        out.append(PlannedRequest.of(t, shape, max(1, round(pool.output_tokens(engine.pick_rng)))))
     return out
