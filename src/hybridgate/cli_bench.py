@@ -184,7 +184,7 @@ def _table(report: dict[str, Any], m: Any, fitted: Any) -> Table:
     )
     table.add_row(
         "prefill fit (least squares)",
-        f"{fit.slope * 1e6:.3f} µs/token + {fit.intercept * 1000:.3f} ms, r² {fit.r2:.3f}",
+        f"{fit.slope * 1e6:.3f} µs/token {fit.intercept * 1000:+.3f} ms, r² {fit.r2:.3f}",
         note,
     )
     rates = [r for r in (s.decode_tps for s in m.decode) if r is not None]
@@ -198,7 +198,7 @@ def _table(report: dict[str, Any], m: Any, fitted: Any) -> Table:
     if context is not None:
         table.add_row(
             "decode time per token by context (fit)",
-            f"{context.intercept * 1e6:.1f} µs + {context.slope * 1e9:.2f} µs per 1000 context tokens, "
+            f"{context.intercept * 1e6:.1f} µs {context.slope * 1e9:+.2f} µs per 1000 context tokens, "
             f"r² {context.r2:.2f}",
             "not modelled (one decode rate)",
         )
