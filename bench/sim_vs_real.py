@@ -98,7 +98,7 @@ SENSITIVITY = (2.0, 0.5)  # the local model this many times slower, in the sensi
 # bench local after the real arm finds the runtime this much slower or faster than before.
 OTHER_CPU_MAX = 0.3
 OTHER_BUSY, BUSY_SHARE_MAX = 0.5, 0.2  # ... or more than 0.5 cores in over a fifth of its seconds
-DRIFT_MAX = 1.35  # as the local service ratio's bound: a smaller change the comparison absorbs
+DRIFT_MAX = 1.4  # as the local service ratio's bound: a smaller change the comparison absorbs
 CALIBRATION_TRIES = 3  # bench local before the real arm, when the machine is too busy to fit
 AFTER = "bench local after"
 
@@ -111,10 +111,10 @@ class Tolerance:
     """How close the sim arm must be to the real arm, per class (see docs/simulator.md)."""
 
     p50_ratio: float = 1.7  # sim / real p50 within [1 / x, x] (classes served from one placement)
-    p95_ratio: float = 1.6  # sim / real p95 within [1 / x, x]
-    local_share_abs: float = 0.20  # |sim - real| share answered locally
+    p95_ratio: float = 1.4  # sim / real p95 within [1 / x, x]
+    local_share_abs: float = 0.15  # |sim - real| share answered locally
     slo_abs: float = 0.10  # |sim - real| SLO attainment
-    service_ratio: float = 1.35  # real local service time / the profile's, median per class (< sqrt 2)
+    service_ratio: float = 1.4  # real local service time / the profile's, median per class (< sqrt 2)
     single_placement: float = 0.9  # a class's p50 is judged when this share of it has one placement
     min_answered: int = 20  # a class with fewer answers in either arm is shown, not judged
 
