@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -829,13 +829,16 @@ def process_tree(roots: Iterable[int]) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds consumed so far by ``pids`` (all threads)."""
+def cpu_seconds(pids: Iterable[int], *, reaped: bool = False) -> float:
+    """User + system CPU seconds consumed so far by ``pids`` (all threads); with ``reaped``, also
+    by the children they have waited for (which may have lived too briefly to be seen)."""
     ticks = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])
+            if reaped:
+                ticks += int(fields[13]) + int(fields[14])
     return ticks / CLK_TCK
 
 
@@ -871,6 +874,16 @@ def core_times() -> dict[str, tuple[int, int, int]]:
             v = [int(x) for x in vals[:8]]
             out[name] = (sum(v), v[3] + v[4], v[7] if len(v) > 7 else 0)
     return out
+
+
+def busy_cores(cores0: Mapping[str, tuple[int, int, int]]) -> float:
+    """Cores busy since ``cores0`` (a :func:`core_times` reading), summed: 1.0 = one core."""
+    busy = 0.0
+    for core, (total1, idle1, _) in core_times().items():
+        total0, idle0, _ = cores0.get(core, (total1, idle1, 0))
+        if total1 > total0:
+            busy += 1.0 - (idle1 - idle0) / (total1 - total0)
+    return busy
 
 
 def load_average() -> list[float]:
@@ -980,6 +993,28 @@ class RssSampler:
             "samples": self.samples,
             "sample_period_s": self.period,
         }
+
+
+async def open_loop(
+    offsets: Sequence[float], fire: Callable[[int, float], Coroutine[Any, Any, None]], lead_s: float = 0.05
+) -> None:
+    """Open-loop traffic: ``fire(i, due)`` starts at ``offsets[i]`` seconds after now + ``lead_s``
+    (``due`` in ``loop.time()``), whether or not the ones before it have finished; returns when all
+    have. Nothing waits for an answer before sending the next request."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time() + lead_s
+    try:
+        for i, offset in enumerate(offsets):
+            due = start + offset
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fire(i, due)))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 # --------------------------------------------------------------------------- child processes

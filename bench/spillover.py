@@ -569,19 +569,7 @@ async def replay(env: ArmEnv, trace: Trace, rnd: int, s: Settings) -> list[Resul
         reply, headers = await send_one(env, payloads[i], s.timeout)
         judge(results[i], reply, headers, s)
 
-    tasks: list[asyncio.Task[None]] = []
-    start = loop.time() + 0.05
-    try:
-        for i, a in enumerate(trace.arrivals):
-            due = start + a.t
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
+    await h.open_loop([a.t for a in trace.arrivals], one)
     return results
 
 
@@ -666,12 +654,7 @@ class CpuMeter:
         wall = max(h.perf() - self._t0, 1e-9)
         out = {name: (h.cpu_seconds(tree) - self._cpu0[name]) / wall for name, tree in self._trees.items()}
         out["driver"] = (time.process_time() - self._proc0) / wall
-        busy = 0.0
-        for core, (total1, idle1, _) in h.core_times().items():
-            total0, idle0, _ = self._cores0.get(core, (total1, idle1, 0))
-            if total1 > total0:
-                busy += 1.0 - (idle1 - idle0) / (total1 - total0)
-        out["other"] = max(0.0, busy - sum(out.values()))
+        out["other"] = max(0.0, h.busy_cores(self._cores0) - sum(out.values()))
         return {k: round(v, 3) for k, v in out.items()}
 
 

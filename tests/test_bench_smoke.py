@@ -7,30 +7,18 @@ saw exactly the requests that were sent. Speed is never asserted here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.support.bench import report_section, run_bench
+from tests.support.bench import load_bench, report_section, run_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 WARMUP, ROUNDS, PER_ROUND = 2, 2, 5
-
-
-def _load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_harness", BENCH / "_harness.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +84,7 @@ def test_records_the_process_layout(report: dict[str, Any]) -> None:
 
 async def test_client_parses_responses_split_anywhere() -> None:
     """The load client reads both response kinds however the bytes are cut, and validates them."""
-    h = _load_harness()
+    h = load_bench("_harness.py")
     payloads = h.build_mock_payloads("mock", 4, 0)
     expected = h.mock_content(4)
 
@@ -121,7 +109,7 @@ async def test_client_parses_responses_split_anywhere() -> None:
 
 
 def test_client_rejects_wrong_content() -> None:
-    h = _load_harness()
+    h = load_bench("_harness.py")
     payloads = h.build_mock_payloads("mock", 4, 0)
     body = payloads.completion.partition(b"\r\n\r\n")[2]
     assert h.check_completion(body, h.mock_content(4)) is None

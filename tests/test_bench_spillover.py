@@ -8,33 +8,14 @@ answer accounted for, the documented keys present, exit status 0. Speed is never
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.support.bench import report_section, run_bench
+from tests.support.bench import load_bench, report_section, run_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARMS = ("spill", "failover", "local-only")
-
-
-def _load_bench() -> ModuleType:
-    """bench/spillover.py as a module (it imports bench/_harness.py by name)."""
-    spec = importlib.util.spec_from_file_location("_bench_spillover", BENCH / "spillover.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +87,7 @@ def test_every_request_was_answered_validly(report: dict[str, Any]) -> None:
 
 def test_the_trace_is_seeded_and_bursty() -> None:
     """The trace generator alone (no processes): same seed, same trace; bursts are denser."""
-    spillover = _load_bench()
+    spillover = load_bench("spillover.py")
     s = spillover.parse_args(["--rounds", "1", "--bursts", "2", "--calm-s", "10", "--burst-s", "5"])
     a, b = spillover.make_trace(7, s), spillover.make_trace(7, s)
     assert a == b

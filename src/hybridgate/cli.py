@@ -1,4 +1,4 @@
-"""The ``hybridgate`` command line: serve, check, config schema, models prepare, sandbox, demo."""
+"""The ``hybridgate`` command line: serve, check, config schema, models prepare, sandbox, demo, bench."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from hybridgate import __version__
+from hybridgate.cli_bench import bench_app
 from hybridgate.config.loader import LoadedConfig, load_config
 from hybridgate.config.schema import GatewayConfig
 from hybridgate.errors import ConfigError, HybridgateError
@@ -49,6 +50,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(log_app, name="log")
 app.add_typer(slo_app, name="slo")
 _add_tenancy_commands(app)
+app.add_typer(bench_app, name="bench")
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)

@@ -1,12 +1,14 @@
-"""Running a benchmark script the way a person does, for the benchmarks' smoke tests."""
+"""Running a benchmark script the way a person does, or loading it as a module, for its tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -37,3 +39,20 @@ def report_section(name: str, data: dict[str, Any]) -> tuple[str, list[tuple[str
 
     section = _report_sections.render(name, data, [])
     return section.markdown, [(t.target, t.measured, t.met) for t in section.targets]
+
+
+def load_bench(script: str) -> ModuleType:
+    """bench/<script> as a module (``_bench_<name>``), with bench/ on the path while it loads, as
+    the scripts import ``_harness`` by name."""
+    name = "_bench_" + Path(script).stem.lstrip("_")
+    spec = importlib.util.spec_from_file_location(name, BENCH / script)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module

@@ -12,6 +12,7 @@ from hybridgate.policy.table import compile_policy
 from hybridgate.sim.engine import Scenario
 from hybridgate.sim.faults import FaultSchedule, load_faults
 from hybridgate.sim.models import BackendProfile, load_profile
+from hybridgate.sim.sandbox_profile import is_sandbox_reference, load_sandbox_backend
 from hybridgate.sim.trace import TraceRecord, load_trace
 from hybridgate.sim.workload import load_workload
 
@@ -41,7 +42,10 @@ def load_scenario(
             problems.append((f"backends.{name}", f"deployment {name!r} is not in the configuration"))
             continue
         try:
-            profiles[name] = load_profile((workload_path.parent / file).resolve())
+            if is_sandbox_reference(file):  # a SANDBOX profile, converted exactly
+                profiles[name] = load_sandbox_backend(file, workload_path.parent)
+            else:
+                profiles[name] = load_profile((workload_path.parent / file).resolve())
         except ConfigError as exc:
             problems += [(f"backends.{name} -> {file}: {where}", msg) for where, msg in exc.problems]
     for i, load in enumerate(workload.classes):
