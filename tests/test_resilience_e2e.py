@@ -207,6 +207,23 @@ def test_silent_deployment_times_out_and_fails_over_without_a_retry(
     assert len(a.log()) == 1, "a silent deployment is not asked again"
 
 
+def test_a_whole_answer_may_take_longer_than_the_first_token_deadline(
+    env: dict[str, Any], a: Upstream
+) -> None:
+    """An upstream sends a whole answer's first byte when the answer is complete: it is bounded by
+    the total deadline (10 s here), not the first-token one (1.5 s), or every answer longer than
+    that would fail. A stream's first token still has the first-token deadline."""
+    a.reset({"kind": "slow_first_token", "delay_s": 2.5, "next": 1})
+    raw = ask(env, "solo")
+    assert raw.http_response.status_code == 200
+    assert [r["outcome"] for r in a.log()] == ["ok"]
+    a.reset({"kind": "slow_first_token", "delay_s": 2.5, "next": 1})
+    with pytest.raises(openai.APIStatusError) as caught:
+        list(client(env).chat.completions.create(model="solo", messages=HI, max_tokens=12, stream=True))
+    assert caught.value.status_code == 504
+    assert caught.value.response.json()["error"]["message"].endswith("(a: timeout)")
+
+
 def test_slow_first_token_is_hedged(env: dict[str, Any], a: Upstream, b: Upstream) -> None:
     a.reset({"kind": "slow_first_token", "delay_s": 5, "next": 1})
     raw = ask(env, "pair", cls="hedged")

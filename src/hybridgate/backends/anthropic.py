@@ -86,7 +86,7 @@ class AnthropicBackend:
 
     async def complete(self, request: InferenceRequest, timeouts: Timeouts) -> Completion:
         answer = await self.http.post_json(
-            "/v1/messages", self._body(request, stream=False), Deadline.start(timeouts)
+            "/v1/messages", self._body(request, stream=False), Deadline.whole(timeouts)
         )
         return wire.parse_message(answer, self.name)
 

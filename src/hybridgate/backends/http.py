@@ -150,8 +150,17 @@ class Deadline:
 
     @staticmethod
     def start(timeouts: Timeouts) -> Deadline:
+        """A stream's: its first event by the first-token deadline, then events ``idle`` apart."""
         now = asyncio.get_running_loop().time()
         return Deadline(now + timeouts.total, now + min(timeouts.first_token, timeouts.total), timeouts.idle)
+
+    @staticmethod
+    def whole(timeouts: Timeouts) -> Deadline:
+        """A whole (non-streamed) answer's: an upstream sends its response's first byte only when
+        the answer is complete, so the first byte is bounded by the total deadline, not the
+        first-token one (which would cut every answer longer than it)."""
+        now = asyncio.get_running_loop().time()
+        return Deadline(now + timeouts.total, now + timeouts.total, timeouts.idle)
 
     def next_read(self, got_first: bool) -> float:
         """When the next read must have completed."""

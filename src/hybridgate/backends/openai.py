@@ -66,7 +66,7 @@ class OpenAIBackend:
 
     async def complete(self, request: InferenceRequest, timeouts: Timeouts) -> Completion:
         body = wire.render_chat_request(request, self.config.model, stream=False)
-        answer = await self.http.post_json("/chat/completions", body, Deadline.start(timeouts))
+        answer = await self.http.post_json("/chat/completions", body, Deadline.whole(timeouts))
         return wire.parse_completion(answer, self.name)
 
     async def stream(self, request: InferenceRequest, timeouts: Timeouts) -> AsyncIterator[StreamEvent]:
@@ -110,7 +110,7 @@ class OpenAIBackend:
         body: dict[str, Any] = {"model": self.config.model, "input": list(request.inputs)}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        answer = await self.http.post_json("/embeddings", body, Deadline.start(timeouts))
+        answer = await self.http.post_json("/embeddings", body, Deadline.whole(timeouts))
         return wire.parse_embeddings(answer, self.name)
 
     async def probe(self) -> ProbeResult:
