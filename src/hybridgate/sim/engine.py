@@ -143,6 +143,10 @@ class Engine:
         config, policy, workload = scenario.config, scenario.policy, scenario.workload
         names = [n for n in policy.resolve(workload.model).deployments if n in scenario.profiles]
         self.cloud = {n: policy.deployments[n].capabilities.placement == "cloud" for n in names}
+        # The embedded runtime queues in the gateway and reports its first token; an HTTP server
+        # (llama.cpp, vLLM, a cloud API) queues on its side and sends a whole answer's first byte
+        # only at its end (backends/http.py): only a stream's first token is watched there.
+        self.embedded = frozenset(n for n in names if config.deployments[n].type == "llamacpp")
         priors = {n: spec.prior for n, spec in policy.deployments.items()}
         self.health = LiveHealth.from_config(config, priors, clock=self.clock)
         for name in priors:
@@ -355,7 +359,10 @@ class Engine:
         candidate = req.route.candidates[index]
         name = candidate.deployment
         now = self.clock.now
-        att = Attempt(req, name, index, now, now + candidate.timeouts.total, backup)
+        timeouts = candidate.timeouts
+        att = Attempt(req, name, index, now, now + timeouts.total, backup)
+        if req.shape.stream or name in self.embedded:
+            att.first_deadline = now + min(timeouts.first_token, timeouts.total)
         req.attempts += 1
         self.health.started(name)
         result = self.result
@@ -402,7 +409,7 @@ class Engine:
             displaced.fail_kind = ErrorKind.OVERLOADED
             self._at(now, _END, displaced)
         backend.push(att, priority)
-        self._at(att.deadline, _QUEUE_TIMEOUT, att)
+        self._at(att.first_deadline, _QUEUE_TIMEOUT, att)
 
     def _serve(self, att: Attempt, backend: BackendModel) -> None:
         now = self.clock.now
@@ -414,7 +421,9 @@ class Engine:
             backend.running[att] = None
         att.served_at = now
         end = now + cold + (timing.ttft_s if timing.error else timing.total_s)
-        if end > att.deadline:
+        if now + cold + timing.ttft_s > att.first_deadline:
+            att.fail_kind, end = ErrorKind.TIMEOUT, att.first_deadline
+        elif end > att.deadline:
             att.fail_kind, end = ErrorKind.TIMEOUT, att.deadline
         elif timing.error:
             att.fail_kind = ErrorKind.SERVER_ERROR
@@ -434,9 +443,10 @@ class Engine:
             self._serve(waiting, backend)
 
     def _queue_timeout(self, obj: object) -> None:
-        """Its deadline passed while it waited for a slot: overload, as the embedded runtime says."""
+        """Its deadline passed while it waited for a slot: overload, as the embedded runtime says;
+        a server's queue is invisible to the gateway, which sees a timeout."""
         if isinstance(obj, Attempt) and not obj.done and obj.served_at < 0:
-            obj.fail_kind = ErrorKind.OVERLOADED
+            obj.fail_kind = ErrorKind.OVERLOADED if obj.deployment in self.embedded else ErrorKind.TIMEOUT
             self._end(obj)
 
     def _node_down(self, obj: object) -> None:

@@ -71,6 +71,7 @@ class Attempt:
         "deployment",
         "done",
         "fail_kind",
+        "first_deadline",
         "index",
         "late",
         "queued",
@@ -89,6 +90,7 @@ class Attempt:
         self.index = index  # the candidate's position in the route
         self.started = started
         self.deadline = deadline
+        self.first_deadline = deadline  # its first token's, where the gateway can see one (the engine)
         self.backup = backup  # a hedge
         self.late = False  # a hedge was sent because this attempt was slow
         self.done = False
