@@ -135,12 +135,31 @@ def scan(data: Mapping[str, Any], out: Path) -> list[Path]:
     return [_save(fig, out / "scan.png")]
 
 
+def sim_vs_real(data: Mapping[str, Any], out: Path) -> list[Path]:
+    labels, real, sim = [], [], []
+    for cls, entry in (_get(data, "comparison", "classes") or {}).items():
+        for metric in ("p50_s", "p95_s"):
+            m = _get(entry, "metrics", metric)
+            if m is not None:
+                labels.append(f"{cls}\n{metric[:3]}")
+                real.append(1000 * _value(m.get("real")))
+                sim.append(1000 * _value(m.get("sim")))
+    if not labels:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    _pairs(ax, labels, real, sim, ("real gateway", "simulator"))
+    ax.set_ylabel("ms")
+    ax.set_title("Simulation vs reality: the same workload, seed and configuration", fontsize=10)
+    return [_save(fig, out / "sim_vs_real.png")]
+
+
 CHARTS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
     "overhead": overhead,
     "hedging": hedging,
     "spillover": spillover,
     "simulator": simulator,
     "scan": scan,
+    "sim_vs_real": sim_vs_real,
 }
 
 

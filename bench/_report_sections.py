@@ -73,7 +73,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "")
     align = align or "l" + "r" * (len(header) - 1)
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -484,6 +484,92 @@ def simulator(data: Mapping[str, Any], charts: Sequence[str]) -> Section:
     return Section("simulator", text, targets)
 
 
+def _seconds_or_share(metric: str, value: Any) -> str:
+    if metric.endswith("_s"):
+        return num(value * 1000 if isinstance(value, int | float) else None, 1, "ms")
+    if metric in ("local_share", "slo_attainment"):
+        return pct(value)
+    return num(value, 2)
+
+
+def _difference(metric: str, m: Mapping[str, Any]) -> str:
+    """sim - real: relative for times, in points for shares."""
+    if metric in ("local_share", "slo_attainment"):
+        diff = m.get("abs_diff")
+        return f"{100 * diff:+.1f} pts" if isinstance(diff, int | float) else "-"
+    rel = m.get("rel_diff")
+    return f"{100 * rel:+.1f}%" if metric.endswith("_s") and isinstance(rel, int | float) else "-"
+
+
+def sim_vs_real(data: Mapping[str, Any], charts: Sequence[str]) -> Section:
+    rows = []
+    for cls, entry in (_get(data, "comparison", "classes") or {}).items():
+        for metric, m in (entry.get("metrics") or {}).items():
+            ok = m.get("ok")
+            rows.append(
+                [
+                    cls,
+                    metric,
+                    _seconds_or_share(metric, m.get("real")),
+                    _seconds_or_share(metric, m.get("sim")),
+                    _difference(metric, m),
+                    str(m.get("tolerance") or "shown only"),
+                    "yes" if ok is True else "**no**" if ok is False else "",
+                ]
+            )
+    overall = _get(data, "comparison", "overall_local_share") or {}
+    if overall:
+        rows.append(
+            [
+                "all",
+                "local_share",
+                pct(overall.get("real")),
+                pct(overall.get("sim")),
+                _difference("local_share", overall),
+                str(overall.get("tolerance") or ""),
+                "yes" if overall.get("ok") is True else "**no**" if overall.get("ok") is False else "",
+            ]
+        )
+    agreement = data.get("agreement") or {}
+    sensitivity = data.get("sensitivity") or {}
+    rejected = [name for name, v in sensitivity.items() if isinstance(v, Mapping) and v.get("ok") is False]
+    settings = _get(data, "meta", "settings") or {}
+    drift = _get(data, "stability", "drift")
+    targets = (
+        Target(
+            "sim_vs_real",
+            "simulated percentiles and split within the documented tolerance",
+            "agree" if agreement.get("ok") else "disagree",
+            agreement.get("ok"),
+        ),
+        Target(
+            "sim_vs_real",
+            "a local model 2x off (slower, faster) is rejected",
+            f"{len(rejected)} of {len(sensitivity)} rejected",
+            bool(sensitivity) and len(rejected) == len(sensitivity),
+        ),
+    )
+    disturbed = agreement.get("disturbed")
+    text = _join(
+        "## Simulation vs reality",
+        "`bench/sim_vs_real.py`: the simulator's own seeded workload "
+        f"({num(settings.get('duration_s'), 0)} s, {num(_get(data, 'checks', 'requests'), 0)} requests) sent "
+        "open loop with the official `openai` SDK to a real `hybridgate serve` (the real llama.cpp runtime "
+        "and a SANDBOX cloud), and simulated with the same configuration and seed, the local runtime "
+        "modelled by the profile `hybridgate bench local` measured minutes before and the cloud by the "
+        "same SANDBOX profile file. The tolerance and why: "
+        "[simulator.md](simulator.md#simulation-vs-reality).",
+        table(["class", "metric", "real", "sim", "sim vs real", "tolerance", "agrees"], rows, "llrrrlr"),
+        f"Agreement within tolerance: **{'yes' if agreement.get('ok') else 'no'}**; the same comparison with "
+        f"the local profile made 2x slower and 2x faster: {', '.join(rejected) or 'none'} rejected. Machine "
+        f"{'**disturbed** (' + '; '.join(agreement.get('reasons') or []) + ')' if disturbed else 'stable'}; "
+        f"`bench local` after / before {num(drift, 2)}x.",
+        _images(charts),
+        _warnings(data),
+    )
+    return Section("sim_vs_real", text, targets)
+
+
 def generic(name: str, data: Mapping[str, Any], charts: Sequence[str]) -> Section:
     """A benchmark without a renderer of its own: its targets and top-level numbers."""
     rows = [[k, num(v, 3)] for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -508,6 +594,7 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Section]] = {
     "hedging": hedging,
     "spillover": spillover,
     "simulator": simulator,
+    "sim_vs_real": sim_vs_real,
 }
 
 
