@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import os
 import platform
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
+
+from hybridgate.childproc import die_with_parent
 
 perf = time.perf_counter
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1032,24 +1033,6 @@ def affinity(cpus: set[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child if the benchmark dies (even by SIGKILL).
-
-    The returned function only makes one syscall (libc is loaded here, before the fork).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def arm() -> None:
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-    return arm
-
-
 def sigterm_as_interrupt() -> None:
     """SIGTERM behaves like Ctrl-C: the benchmark unwinds, stopping every child process."""
 
@@ -1126,7 +1109,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 start_new_session=True,  # its own process group: stop() reaches its children too
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         deadline = perf() + timeout
         while perf() < deadline:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hybridgate import markdown
+
 # The shared yardstick's reference run (../shared/bench/overhead/README.md): the same harness on
 # the same kind of machine, nginx and the LiteLLM proxy in place of the gateway. Context for the
 # overhead section, not a measurement of this run.
@@ -70,11 +72,7 @@ def pct(value: Any, digits: int = 1) -> str:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
     """A Markdown table; ``align`` per column: l or r (default: first left, the rest right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown.table(header, rows, align or "l" + "r" * (len(header) - 1)))
 
 
 def met_word(met: bool | None) -> str:

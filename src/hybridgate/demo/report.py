@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from hybridgate.markdown import table
+
 SCHEMA = "hybridgate-demo/1"
 BASELINE_ORDER = ("hybrid", "local-only", "cloud-only")
 
@@ -163,77 +165,88 @@ def build_report(meta: Mapping[str, Any], arms: Mapping[str, Mapping[str, Any]])
 
 # --------------------------------------------------------------------------- Markdown
 def _overall(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| arm | requests | answered | within budget | SLO attainment | local / cloud | errors | cost "
-        "| sensitive sent to a cloud |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = ["arm", "requests", "answered", "within budget", "SLO attainment", "local / cloud", "errors"]
+    rows = [
+        [
+            name,
+            a["requests"],
+            a["answered"],
+            a["within_budget"],
+            _pct(a["slo_attainment"]),
+            f"{a['split'].get('local', 0)} / {a['split'].get('cloud', 0)}",
+            _errors(a["errors"], 2),
+            _usd(a["cost_usd"]["total"]),
+            a["sensitive"]["violations"],
+        ]
+        for name, a in _arms(report)
     ]
-    for name, a in _arms(report):
-        split = a["split"]
-        lines.append(
-            f"| {name} | {a['requests']} | {a['answered']} | {a['within_budget']} "
-            f"| {_pct(a['slo_attainment'])} | {split.get('local', 0)} / {split.get('cloud', 0)} "
-            f"| {_errors(a['errors'], 2)} | {_usd(a['cost_usd']['total'])} | {a['sensitive']['violations']} |"
-        )
-    return lines
+    return table([*header, "cost", "sensitive sent to a cloud"], rows)
 
 
 def _by_class(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| class | budget p95 / first token | arm | answered | p50 | p95 | p99 | first token p95 "
-        "| within budget | local / cloud | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
     classes: list[str] = []
     for _, a in _arms(report):
         classes += [c for c in a["classes"] if c not in classes]
+    rows = []
     for cls in classes:
         for name, a in _arms(report):
             row = a["classes"].get(cls)
             if row is None:
                 continue
             place = row["by_placement"]
-            lines.append(
-                f"| {cls} | {row['p95_budget_s']:g} s / {row['ttft_budget_s']:g} s | {name} "
-                f"| {row['answered']}/{row['requests']} | {_s(row['p50_s'])} | {_s(row['p95_s'])} "
-                f"| {_s(row['p99_s'])} | {_s(row['ttft_p95_s'])} | {_pct(row['slo_attainment'])} "
-                f"| {place.get('local', 0)} / {place.get('cloud', 0)} | {_errors(row['errors'], 2)} |"
+            rows.append(
+                [
+                    cls,
+                    f"{row['p95_budget_s']:g} s / {row['ttft_budget_s']:g} s",
+                    name,
+                    f"{row['answered']}/{row['requests']}",
+                    *(_s(row[k]) for k in ("p50_s", "p95_s", "p99_s", "ttft_p95_s")),
+                    _pct(row["slo_attainment"]),
+                    f"{place.get('local', 0)} / {place.get('cloud', 0)}",
+                    _errors(row["errors"], 2),
+                ]
             )
-    return lines
+    header = ["class", "budget p95 / first token", "arm", "answered", "p50", "p95", "p99", "first token p95"]
+    return table([*header, "within budget", "local / cloud", "errors"], rows)
 
 
 def _sensitive(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| arm | with planted values | gateway: kept local / redacted / refused / not flagged "
-        "| answered local / cloud / not | reached a cloud (violations) |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for name, a in _arms(report):
         s = a["sensitive"]
         act, served = s["gateway_actions"], s["served"]
-        lines.append(
-            f"| {name} | {s['requests']} | {act.get('keep_local', 0)} / {act.get('redact', 0)} / "
-            f"{act.get('refuse', 0)} / {act.get('none', 0)} | {served.get('local', 0)} / "
-            f"{served.get('cloud', 0)} / {served.get('not answered', 0)} | {s['violations']} |"
+        rows.append(
+            [
+                name,
+                s["requests"],
+                f"{act.get('keep_local', 0)} / {act.get('redact', 0)} / {act.get('refuse', 0)} / "
+                f"{act.get('none', 0)}",
+                f"{served.get('local', 0)} / {served.get('cloud', 0)} / {served.get('not answered', 0)}",
+                s["violations"],
+            ]
         )
-    return lines
+    header = ["arm", "with planted values", "gateway: kept local / redacted / refused / not flagged"]
+    return table([*header, "answered local / cloud / not", "reached a cloud (violations)"], rows)
 
 
 def _outage(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| arm | requests | answered | within budget | local / cloud | failed over | planned around "
-        "open breakers | planned offline | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+    rows = [
+        [
+            name,
+            o["requests"],
+            o["answered"],
+            _share(o["within_budget"], o["requests"]),
+            f"{o['answered_local']} / {o['answered_cloud']}",
+            o["failed_over"],
+            o["planned_around_open_breakers"],
+            o["planned_offline"],
+            _errors(o["errors"], 2),
+        ]
+        for name, a in _arms(report)
+        if (o := a["outage"]) is not None
     ]
-    for name, a in _arms(report):
-        o = a["outage"]
-        if o is None:
-            continue
-        lines.append(
-            f"| {name} | {o['requests']} | {o['answered']} | {_share(o['within_budget'], o['requests'])} "
-            f"| {o['answered_local']} / {o['answered_cloud']} | {o['failed_over']} "
-            f"| {o['planned_around_open_breakers']} | {o['planned_offline']} | {_errors(o['errors'], 2)} |"
-        )
+    header = ["arm", "requests", "answered", "within budget", "local / cloud", "failed over"]
+    lines = table([*header, "planned around open breakers", "planned offline", "errors"], rows)
     hybrid = report["arms"]["hybrid"]["outage"]
     if hybrid is not None and hybrid["timeline"]:
         lines += ["", "What the hybrid gateway's `/readyz` said (seconds from the start):", ""]
@@ -245,37 +258,45 @@ def _outage(report: Mapping[str, Any]) -> list[str]:
 
 
 def _resilience(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| arm | cost local | cost cloud | egress | spilled to a cloud: planned / queue full "
-        "| retries | failovers | hedges (won) | breaker skips | failed attempts by kind |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, a in _arms(report):
         c, r = a["cost_usd"], a["resilience"]
-        lines.append(
-            f"| {name} | {_usd(c['local'])} | {_usd(c['cloud'])} | {c['egress_bytes'] / 1e6:.2f} MB "
-            f"| {r['spilled_planned']} / {r['spilled_queue_full']} "
-            f"| {r['retry']} | {r['failover']} | {r['hedge']} ({r['hedge_won']}) | {r['breaker_skip']} "
-            f"| {_errors(r['failed_attempts_by_kind'], 4)} |"
+        rows.append(
+            [
+                name,
+                _usd(c["local"]),
+                _usd(c["cloud"]),
+                f"{c['egress_bytes'] / 1e6:.2f} MB",
+                f"{r['spilled_planned']} / {r['spilled_queue_full']}",
+                r["retry"],
+                r["failover"],
+                f"{r['hedge']} ({r['hedge_won']})",
+                r["breaker_skip"],
+                _errors(r["failed_attempts_by_kind"], 4),
+            ]
         )
-    return lines
+    header = ["arm", "cost local", "cost cloud", "egress", "spilled to a cloud: planned / queue full"]
+    return table(
+        [*header, "retries", "failovers", "hedges (won)", "breaker skips", "failed attempts by kind"], rows
+    )
 
 
 def _consistency(report: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| arm | sent | decision-log records (joined) | classes match | answered (deployment as logged) "
-        "| cost: log / metrics |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, a in _arms(report):
         k = a["consistency"]
-        lines.append(
-            f"| {name} | {k['sent']} | {k['decision_log_records']} ({k['joined_records']}) "
-            f"| {'yes' if k['classes_match'] else 'NO'} | {k['answered']} "
-            f"({k['answer_deployment_agrees_with_log']}) | {_usd(a['cost_usd']['total'])} / "
-            f"{_usd(k['metrics_cost_usd'])} |"
+        rows.append(
+            [
+                name,
+                k["sent"],
+                f"{k['decision_log_records']} ({k['joined_records']})",
+                "yes" if k["classes_match"] else "NO",
+                f"{k['answered']} ({k['answer_deployment_agrees_with_log']})",
+                f"{_usd(a['cost_usd']['total'])} / {_usd(k['metrics_cost_usd'])}",
+            ]
         )
-    return lines
+    header = ["arm", "sent", "decision-log records (joined)", "classes match"]
+    return table([*header, "answered (deployment as logged)", "cost: log / metrics"], rows)
 
 
 def _intro(report: Mapping[str, Any]) -> list[str]:
