@@ -377,6 +377,17 @@ def hedging(data: Mapping[str, Any], charts: Sequence[str]) -> Section:
     return Section("hedging", text, tuple(targets))
 
 
+def _calibration(data: Mapping[str, Any]) -> str:
+    c = data.get("calibration") or {}
+    rates = f"calm {num(c.get('calm_rate'), 1)}/s, bursts {num(c.get('burst_rate'), 1)}/s"
+    if not c.get("capacity_per_s"):
+        return f"Arrivals: {rates} (given)."
+    return (
+        f"Arrivals: {rates}, loads of the local runtime's capacity measured first "
+        f"({num(c.get('capacity_per_s'), 1)} requests/s alone, p50 {num(c.get('local_alone_p50_ms'), 0)} ms)."
+    )
+
+
 def spillover(data: Mapping[str, Any], charts: Sequence[str]) -> Section:
     rows = []
     for arm, a in (data.get("arms") or {}).items():
@@ -410,7 +421,8 @@ def spillover(data: Mapping[str, Any], charts: Sequence[str]) -> Section:
         "with the SANDBOX "
         f"cloud as the other candidate; budget p95 {num(settings.get('p95_ms'), 0)} ms, first token "
         f"{num(settings.get('ttft_ms'), 0)} ms; the same seeded trace replayed against three gateways that "
-        f"differ only in the class's budget; {num(settings.get('rounds'), 0)} round(s), arms alternating.",
+        f"differ only in the class's budget; {num(settings.get('rounds'), 0)} round(s), arms alternating. "
+        + _calibration(data),
         table(
             [
                 "arm",

@@ -15,6 +15,11 @@ worker, one slot, a bounded queue), and ``cloud``, the SANDBOX stand-in cloud
   failover) or its circuit breaker is open.
 * **local-only**: no cloud at all (the queue's 429s are answered to the client).
 
+The arrival rates are loads of the local runtime as measured at the start (``--calm-load`` 0.3
+and ``--burst-load`` 2.5 times its capacity for the trace's request sizes, sent one at a time),
+so the bursts overload it alike on a fast machine and a slow one; ``--calm-rate`` and
+``--burst-rate`` fix them instead.
+
 Every request is judged against the SAME real budget: it meets it when it was answered, its
 whole stream took at most the p95 budget and its first token came within the TTFT budget. Per
 arm: the share meeting the budget, latency p50/p95/p99, the share served locally (spilling
@@ -119,8 +124,10 @@ class Settings:
     bursts: int
     calm_s: float
     burst_s: float
-    calm_rate: float
-    burst_rate: float
+    calm_rate: float | None  # None: calm_load x the measured local capacity
+    burst_rate: float | None
+    calm_load: float
+    burst_load: float
     prompt_words: tuple[int, int]
     max_tokens: tuple[int, ...]
     p95_ms: float
@@ -151,8 +158,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     ap.add_argument("--bursts", type=int, help="bursts per round (each between two calm periods)")
     ap.add_argument("--calm-s", type=float, help="seconds of each calm period")
     ap.add_argument("--burst-s", type=float, help="seconds of each burst")
-    ap.add_argument("--calm-rate", type=float, default=2.0, help="arrivals/s when calm (default 2)")
-    ap.add_argument("--burst-rate", type=float, default=16.0, help="arrivals/s in a burst (default 16)")
+    ap.add_argument("--calm-rate", type=float, help="arrivals/s when calm (default: --calm-load)")
+    ap.add_argument("--burst-rate", type=float, help="arrivals/s in a burst (default: --burst-load)")
+    ap.add_argument(
+        "--calm-load", type=float, default=0.3, help="calm arrivals per local capacity (default 0.3)"
+    )
+    ap.add_argument(
+        "--burst-load", type=float, default=2.5, help="burst arrivals per local capacity (default 2.5)"
+    )
     ap.add_argument(
         "--prompt-words", default="600,2400", help="prompt length range, words (default 600,2400)"
     )
@@ -187,8 +200,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p99 = a.p99_ms if a.p99_ms is not None else a.budget_ms * 5 / 3
     if p99 < a.budget_ms or a.ttft_ms > p99:
         ap.error("budgets must satisfy budget <= p99 and ttft <= p99 (the gateway's own rule)")
-    if a.calm_rate <= 0 or a.burst_rate <= 0:
-        ap.error("arrival rates must be positive")
+    if (
+        any(x is not None and x <= 0 for x in (a.calm_rate, a.burst_rate))
+        or min(a.calm_load, a.burst_load) <= 0
+    ):
+        ap.error("arrival rates and loads must be positive")
     return Settings(
         preset=preset,
         rounds=max(1, _pick(a.rounds, rounds)),
@@ -197,6 +213,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         burst_s=_pick(a.burst_s, burst_s),
         calm_rate=a.calm_rate,
         burst_rate=a.burst_rate,
+        calm_load=a.calm_load,
+        burst_load=a.burst_load,
         prompt_words=(low, high),
         max_tokens=max_tokens,
         p95_ms=a.budget_ms,
@@ -265,19 +283,22 @@ def make_trace(seed: int, s: Settings) -> Trace:
     Everything (times, sizes, prompts) comes from ``random.Random(seed)``: every arm replays
     exactly the same requests at exactly the same offsets.
     """
+    if s.calm_rate is None or s.burst_rate is None:
+        raise ValueError("the arrival rates are set by calibrate() first")
+    calm_rate, burst_rate = s.calm_rate, s.burst_rate
     rng = random.Random(seed)
     duration = s.calm_s * (s.bursts + 1) + s.burst_s * s.bursts
     out: list[Arrival] = []
-    t = rng.expovariate(s.calm_rate)
+    t = rng.expovariate(calm_rate)
     while t < duration:
         out.append(_request(rng, t, "calm", s))
-        t += rng.expovariate(s.calm_rate)
+        t += rng.expovariate(calm_rate)
     for b in range(s.bursts):
         start = s.calm_s * (b + 1) + s.burst_s * b
-        t = start + rng.expovariate(s.burst_rate)
+        t = start + rng.expovariate(burst_rate)
         while t < start + s.burst_s:
             out.append(_request(rng, t, "burst", s))
-            t += rng.expovariate(s.burst_rate)
+            t += rng.expovariate(burst_rate)
     windows = [
         (s.calm_s * (b + 1) + s.burst_s * b, s.calm_s * (b + 1) + s.burst_s * (b + 1))
         for b in range(s.bursts)
@@ -573,7 +594,9 @@ async def replay(env: ArmEnv, trace: Trace, rnd: int, s: Settings) -> list[Resul
     return results
 
 
-async def warm_up(env: ArmEnv, trace: Trace, rnd: int, s: Settings) -> tuple[Counter[str], list[float]]:
+async def warm_up(
+    env: ArmEnv, trace: Trace, rnd: int, s: Settings, n: int | None = None, *, cloud: bool = True
+) -> tuple[Counter[str], list[float]]:
     """Discarded requests: the local ones one after another, then the cloud ones all at once.
 
     They give each gateway live measurements of both deployments (at least the predictor's 5),
@@ -581,7 +604,7 @@ async def warm_up(env: ArmEnv, trace: Trace, rnd: int, s: Settings) -> tuple[Cou
     how fast the machine is right now: their latencies (seconds) are returned with the errors.
     """
     errors: Counter[str] = Counter()
-    arrivals = trace.arrivals[: s.warmup]
+    arrivals = trace.arrivals[: s.warmup if n is None else n]
     local: list[float] = []
 
     async def one(cls: str, i: int, a: Arrival) -> None:
@@ -596,7 +619,8 @@ async def warm_up(env: ArmEnv, trace: Trace, rnd: int, s: Settings) -> tuple[Cou
 
     for i, a in enumerate(arrivals):
         await one("warm-local", i, a)
-    await asyncio.gather(*(one("warm-cloud", i, a) for i, a in enumerate(arrivals)))
+    if cloud:
+        await asyncio.gather(*(one("warm-cloud", i, a) for i, a in enumerate(arrivals)))
     return errors, local
 
 
@@ -916,11 +940,50 @@ def warnings_for(report: dict[str, Any], s: Settings) -> list[str]:
 
 
 # --------------------------------------------------------------------------- orchestration
+CALIBRATION_REQUESTS = 12
+
+
+async def calibrate(env: ArmEnv, s: Settings) -> tuple[Settings, dict[str, Any]]:
+    """The arrival rates, as loads of the local runtime measured now: requests of the trace's
+    sizes sent to it one at a time give its capacity (1 / their median latency); calm and burst
+    arrive at ``calm_load`` and ``burst_load`` times that, unless a rate was given. So the
+    bursts overload the runtime as much on a fast machine as on a slow one (with fixed rates, a
+    machine twice as fast barely queues, and every arm meets the budget)."""
+    info: dict[str, Any] = {"requests": 0, "local_alone_p50_ms": None, "capacity_per_s": None}
+    if s.calm_rate is None or s.burst_rate is None:
+        rng = random.Random(s.seed * 1000 + 999)
+        sizes = tuple(_request(rng, 0.0, "calm", s) for _ in range(CALIBRATION_REQUESTS))
+        trace = Trace(rng.randrange(1 << 30), 0.0, sizes)
+        errors, alone = await warm_up(env, trace, -1, s, len(sizes), cloud=False)
+        if errors or not alone:
+            raise RuntimeError(f"the local runtime's capacity could not be measured: {dict(errors)}")
+        service = h.median(alone)
+        capacity = 1.0 / service
+        info = {
+            "requests": len(alone),
+            "local_alone_p50_ms": round(1000 * service, 1),
+            "capacity_per_s": round(capacity, 2),
+        }
+        s = dataclasses.replace(
+            s,
+            calm_rate=round(s.calm_rate or s.calm_load * capacity, 3),
+            burst_rate=round(s.burst_rate or s.burst_load * capacity, 3),
+        )
+    info |= {"calm_rate": s.calm_rate, "burst_rate": s.burst_rate}
+    return s, info
+
+
 async def measure(
     envs: Sequence[ArmEnv], meter_roots: Mapping[str, int], cloud_port: int, s: Settings
 ) -> dict[str, Any]:
     """Every round: every arm (order flipping per round) warms up, then replays the round's trace."""
     await preflight(envs, cloud_port)
+    local_only = [e for e in envs if e.arm == "local-only"]
+    s, calibration = await calibrate((local_only or envs)[0], s)
+    _progress(
+        f"calibration: local alone p50 {calibration['local_alone_p50_ms']} ms, capacity "
+        f"{calibration['capacity_per_s']}/s -> calm {s.calm_rate:g}/s, bursts {s.burst_rate:g}/s"
+    )
     by_arm = {e.arm: e for e in envs}
     results: list[Result] = []
     rounds: list[dict[str, Any]] = []
@@ -954,7 +1017,14 @@ async def measure(
     executor = {
         arm: {k: round(v - counters[arm].get(k, 0.0), 3) for k, v in after[arm].items()} for arm in after
     }
-    return {"results": results, "rounds": rounds, "warm_errors": warm_errors, "executor": executor}
+    return {
+        "results": results,
+        "rounds": rounds,
+        "warm_errors": warm_errors,
+        "executor": executor,
+        "settings": s,
+        "calibration": calibration,
+    }
 
 
 def _round_line(rnd: int, arm: str, got: Sequence[Result], entry: Mapping[str, Any]) -> str:
@@ -1007,6 +1077,7 @@ def run_benchmark(s: Settings) -> dict[str, Any]:
         began = time.time()
         with asyncio.Runner(loop_factory=h.loop_factory()) as runner:
             measured = runner.run(measure(envs, roots, cloud_port, s))
+        s = measured["settings"]  # the arrival rates calibrated on the local runtime
         problems: list[str] = []
         for arm, child in children.items():
             child.stop()  # SIGTERM: graceful, so the decision log is flushed
@@ -1055,6 +1126,7 @@ def build_report(
         "ratios": ratio,
         "prediction": {arm: prediction_check([r for r in results if r.arm == arm]) for arm in s.arms},
         "executor": measured["executor"],
+        "calibration": measured["calibration"],
         "rounds": measured["rounds"],
         "checks": checks(results, measured["warm_errors"], missing),
         "requests": [_result_json(r) for r in results],
@@ -1235,6 +1307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[red]error:[/] measurements exceeded --max-seconds {s.max_seconds}")
         return 3
     path = h.write_results(report, s.json_path, s.results_dir, "spillover")
+    rates = report["calibration"]
+    s = dataclasses.replace(s, calm_rate=rates["calm_rate"], burst_rate=rates["burst_rate"])
     print_report(report, path, Console(soft_wrap=False, width=max(Console().width, 200)), s)
     return 0 if report["checks"]["ok"] else 1
 

@@ -22,7 +22,7 @@ ARMS = ("spill", "failover", "local-only")
 def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Any]:
     args = [
         *("--rounds", "1", "--bursts", "1", "--calm-s", "1.5", "--burst-s", "1"),
-        *("--calm-rate", "3", "--burst-rate", "10", "--warmup", "2", "--gap", "0.2"),
+        *("--calm-load", "0.2", "--burst-load", "1.0", "--warmup", "2", "--gap", "0.2"),
         *("--prompt-words", "50,200", "--max-tokens", "16,32", "--seed", "3"),
         *("--model", str(models_dir / "tiny.gguf"), "--max-seconds", "60"),
     ]
@@ -88,7 +88,22 @@ def test_every_request_was_answered_validly(report: dict[str, Any]) -> None:
 def test_the_trace_is_seeded_and_bursty() -> None:
     """The trace generator alone (no processes): same seed, same trace; bursts are denser."""
     spillover = load_bench("spillover.py")
-    s = spillover.parse_args(["--rounds", "1", "--bursts", "2", "--calm-s", "10", "--burst-s", "5"])
+    s = spillover.parse_args(
+        [
+            "--rounds",
+            "1",
+            "--bursts",
+            "2",
+            "--calm-s",
+            "10",
+            "--burst-s",
+            "5",
+            "--calm-rate",
+            "2",
+            "--burst-rate",
+            "16",
+        ]
+    )
     a, b = spillover.make_trace(7, s), spillover.make_trace(7, s)
     assert a == b
     assert spillover.make_trace(8, s) != a
@@ -108,3 +123,15 @@ def test_the_performance_page_shows_this_run_s_numbers(report: dict[str, Any]) -
         a = report["arms"][arm]
         assert f"| {arm} | {a['requests']:,} | **{100 * a['met_share']:.1f}%** |" in text
     assert {t[0] for t in targets} == {name.replace("_", " ") for name in report["targets"]}
+
+
+@pytest.mark.slow
+def test_arrival_rates_are_loads_of_the_local_runtime_measured_first(report: dict[str, Any]) -> None:
+    """With no rates given, the bursts are sized to the runtime's capacity on this machine."""
+    c = report["calibration"]
+    assert c["requests"] == 12
+    capacity = 1000.0 / c["local_alone_p50_ms"]
+    assert c["capacity_per_s"] == pytest.approx(capacity, rel=0.01)
+    assert c["calm_rate"] == pytest.approx(0.2 * capacity, rel=0.01)
+    assert c["burst_rate"] == pytest.approx(1.0 * capacity, rel=0.01)
+    assert report["meta"]["settings"]["burst_rate"] == c["burst_rate"]
