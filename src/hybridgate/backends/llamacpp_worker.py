@@ -182,6 +182,8 @@ class Engine:
             model_path=spec["model_path"],
             n_ctx=int(spec["n_ctx"]),
             n_threads=spec.get("n_threads"),
+            # Prompt processing too: llama-cpp-python otherwise takes every core for it.
+            n_threads_batch=spec.get("n_threads"),
             n_batch=int(spec["n_batch"]),
             seed=int(spec.get("seed", 0)),
             chat_format=spec.get("chat_format"),

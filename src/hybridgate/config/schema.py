@@ -188,7 +188,11 @@ class LlamaCppDeployment(_DeploymentBase):
     type: Literal["llamacpp"] = Field(description="Backend type.")
     model_path: str = Field(..., min_length=1, description="Path to a GGUF file (relative to the config).")
     n_ctx: int | None = Field(None, gt=0, description="Context size; default: context_window.")
-    n_threads: int | None = Field(None, gt=0, description="CPU threads; default: llama.cpp's choice.")
+    n_threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads, for generation and prompt processing alike; default: llama.cpp's choice.",
+    )
     n_batch: int = Field(512, gt=0, description="Prompt-processing batch size (llama.cpp n_batch).")
     seed: int = Field(0, description="Sampling seed (fixed for reproducible tests).")
     chat_format: str | None = Field(None, description="llama-cpp-python chat format; default: from GGUF.")
