@@ -37,6 +37,10 @@ from hybridgate.childproc import die_with_parent
 
 perf = time.perf_counter
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The gateway (uvicorn) closes a keep-alive connection after 5 s idle; a request sent on it just
+# then meets a closed connection and nothing read. Clients do not reuse connections idle for
+# longer than this (as httpx's keepalive_expiry does).
+KEEPALIVE_EXPIRY_S = 4.0
 MOCK_READY = re.compile(r"mock-upstream: listening on http://127\.0\.0\.1:(\d+)")
 
 

@@ -361,12 +361,6 @@ class HeadClient(h.Client):
         return dict(self.conn.headers) if isinstance(self.conn, HeadConnection) else {}
 
 
-# The gateway (uvicorn) closes a keep-alive connection after 5 s idle; a request sent on it just
-# then meets a closed connection. Clients do not reuse connections idle for longer than this
-# (as httpx's keepalive_expiry does).
-KEEPALIVE_EXPIRY_S = 4.0
-
-
 class Pool:
     """Keep-alive clients of one target: an open-loop driver needs as many as are in flight."""
 
@@ -381,7 +375,7 @@ class Pool:
         client = None
         while self.idle and client is None:
             candidate, used_at = self.idle.pop()
-            if h.perf() - used_at < KEEPALIVE_EXPIRY_S:
+            if h.perf() - used_at < h.KEEPALIVE_EXPIRY_S:
                 client = candidate
             else:
                 candidate.close()

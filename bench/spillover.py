@@ -422,14 +422,17 @@ class ConnectionPool:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.idle: list[HeadedConnection] = []
+        self.idle: list[tuple[HeadedConnection, float]] = []  # (connection, idle since)
         self.opened = 0
 
     async def get(self, connect_s: float) -> HeadedConnection:
+        now = h.perf()
         while self.idle:
-            conn = self.idle.pop()
-            if conn.alive:
+            conn, since = self.idle.pop()
+            if conn.alive and now - since < h.KEEPALIVE_EXPIRY_S:  # a closed one was met once in 3,900
                 return conn
+            if conn.alive and conn.transport is not None:
+                conn.transport.close()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_s):
             _, conn = await loop.create_connection(HeadedConnection, "127.0.0.1", self.port)
@@ -438,10 +441,10 @@ class ConnectionPool:
 
     def put(self, conn: HeadedConnection) -> None:
         if conn.alive:
-            self.idle.append(conn)
+            self.idle.append((conn, h.perf()))
 
     def close(self) -> None:
-        for conn in self.idle:
+        for conn, _ in self.idle:
             if conn.transport is not None:
                 conn.transport.close()
         self.idle.clear()
