@@ -222,7 +222,11 @@ def test_ctrl_c_stops_every_child_process(models_dir: Path, tmp_path: Path) -> N
             assert os.sched_getaffinity(gateways[0]) == set(cpus[:-1])
         assert demo.proc is not None
         demo.proc.send_signal(signal.SIGINT)
-        assert demo.proc.wait(60) == 130
+        try:
+            status = demo.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not stop within 60 s of SIGINT; output:\n{demo.output[-4000:]}")
+        assert status == 130, demo.output
     finally:
         demo.stop()
     assert "interrupted" in demo.output
