@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,14 @@ import pytest
 
 from hybridgate.localmodel import prepare_default_models
 from tests.support.processes import ManagedProcess, start_llama_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (``make test &``, ``nohup``) inherits SIGINT ignored from
+    the shell, and an ignored signal stays ignored in every child it starts: a test's Ctrl-C to a
+    demo or a server would be lost. A handled one is reset to the default in a child at exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

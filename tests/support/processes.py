@@ -38,13 +38,6 @@ def free_port() -> int:
         return port
 
 
-def _interruptible() -> None:
-    """In the child before exec: SIGINT back to its default. A test suite started in the
-    background (``make test &``, ``nohup``) inherits SIGINT ignored from the shell, the child
-    would inherit that too, and Python keeps an inherited ignore: a test's Ctrl-C would be lost."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class ManagedProcess:
     """A child process whose output is collected and whose readiness is a matched output line."""
 
@@ -79,7 +72,6 @@ class ManagedProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,  # its own process group: stop() reaches every child it made
-            preexec_fn=_interruptible,
         )
         self._reader = threading.Thread(target=self._drain, name=f"drain-{self.name}", daemon=True)
         self._reader.start()
